@@ -1,0 +1,72 @@
+"""The Discord client: loads the cogs, syncs commands, answers errors politely."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.poetry",)
+
+
+class LLMOSBot(commands.Bot):
+    """The bot. Services arrive ready-made from the launcher (or a test) and are never global."""
+
+    def __init__(self, services: Services, *, extensions: tuple[str, ...] = EXTENSIONS) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # story channels read people's messages
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            help_command=None,
+        )
+        self.services = services
+        self.extensions_to_load = extensions
+        self.tree.on_error = self.on_app_command_error
+
+    async def setup_hook(self) -> None:
+        for extension in self.extensions_to_load:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Register the application commands as `SYNC_COMMANDS` says."""
+        mode = self.services.settings.sync_commands
+        if mode == "off":
+            return
+        guild_id = self.services.settings.sync_guild_id
+        if guild_id is not None:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        log.info("Synced %d application command(s) (%s)", len(synced), mode)
+
+    async def on_ready(self) -> None:
+        log.info("Connected as %s to %d server(s)", self.user, len(self.guilds))
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Log the traceback; tell the user something short and kind."""
+        if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
+            text = "You don't have permission to do that here."
+        else:
+            log.error("command %s failed", interaction.command and interaction.command.name,
+                      exc_info=error)  # fmt: skip
+            text = "Sorry, something went wrong on my side. Please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the user about the error")

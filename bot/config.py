@@ -1,0 +1,152 @@
+"""Settings: read once at start-up from the environment and `.env`, validated into one object.
+
+Every key is documented in `.env.example`. A bad value stops the bot with a message that names
+the key and what it accepts; nothing reads the environment after `load_settings` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """A setting has a value the bot cannot use; the message names the key and what is allowed."""
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ENGINES = ("auto", "sequential")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SYNC_RE = re.compile(r"^(global|off|guild:\d{15,21})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The bot's whole configuration. Field names are the lower-case environment keys."""
+
+    discord_token: str | None = None
+    model: str = "embedded"
+    device: str = "auto"
+    dtype: str = "auto"
+    engine: str = "auto"
+    database_path: Path = Path("data/llmos.sqlite3")
+    model_cache_dir: Path = Path("data/models")
+    sync_commands: str = "global"
+    log_level: str = "INFO"
+    max_queue: int = 64
+    max_pending_per_user: int = 3
+    max_batch: int = 8
+    generation_timeout: float = 120.0
+    max_new_tokens: int = 200
+
+    def __repr__(self) -> str:  # the token must never reach a log line, even via repr()
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        if shown["discord_token"]:
+            shown["discord_token"] = "***"
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    @property
+    def sync_guild_id(self) -> int | None:
+        """The guild id of `SYNC_COMMANDS=guild:<id>`, else None."""
+        if self.sync_commands.startswith("guild:"):
+            return int(self.sync_commands.split(":", 1)[1])
+        return None
+
+
+def _choice(key: str, allowed: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{key}={raw!r} is not valid; use one of: {', '.join(allowed)}.")
+        return value
+
+    return parse
+
+
+def _int(key: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{key}={raw!r} is not a whole number ({low}..{high}).") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{key}={value} is out of range; use {low}..{high}.")
+        return value
+
+    return parse
+
+
+def _float(key: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{key}={raw!r} is not a number ({low}..{high}).") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{key}={value} is out of range; use {low}..{high}.")
+        return value
+
+    return parse
+
+
+def _sync(raw: str) -> str:
+    value = raw.strip().lower()
+    if not _SYNC_RE.match(value):
+        raise ConfigError(
+            f"SYNC_COMMANDS={raw!r} is not valid; use 'global', 'off' or 'guild:<server id>'."
+        )
+    return value
+
+
+def _nonempty(key: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not raw.strip():
+            raise ConfigError(f"{key} is empty; remove the line to use the default.")
+        return raw.strip()
+
+    return parse
+
+
+def _token(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "DISCORD_TOKEN": _token,
+    "MODEL": _nonempty("MODEL"),
+    "DEVICE": _choice("DEVICE", DEVICES),
+    "DTYPE": _choice("DTYPE", DTYPES),
+    "ENGINE": _choice("ENGINE", ENGINES),
+    "DATABASE_PATH": lambda raw: Path(_nonempty("DATABASE_PATH")(raw)),
+    "MODEL_CACHE_DIR": lambda raw: Path(_nonempty("MODEL_CACHE_DIR")(raw)),
+    "SYNC_COMMANDS": _sync,
+    "LOG_LEVEL": _choice("LOG_LEVEL", LOG_LEVELS, upper=True),
+    "MAX_QUEUE": _int("MAX_QUEUE", 1, 10_000),
+    "MAX_PENDING_PER_USER": _int("MAX_PENDING_PER_USER", 1, 100),
+    "MAX_BATCH": _int("MAX_BATCH", 1, 256),
+    "GENERATION_TIMEOUT": _float("GENERATION_TIMEOUT", 1.0, 3600.0),
+    "MAX_NEW_TOKENS": _int("MAX_NEW_TOKENS", 16, 4096),
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> Settings:
+    """Build `Settings` from `.env` and the environment (the environment wins).
+
+    Raises `ConfigError` for the first bad value, naming the key and what it accepts.
+    Unknown keys are ignored so that `.env` can hold other tools' settings.
+    """
+    values: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    parsed = {key.lower(): parse(values[key]) for key, parse in _PARSERS.items() if key in values}
+    return Settings(**parsed)

@@ -1,0 +1,190 @@
+"""Engines: what turns a batch of requests into text. The queue owns exactly one.
+
+The interface is deliberately small so that a batching engine, transformers' continuous
+batching, or a remote OpenAI-compatible server can stand behind the same queue:
+
+    engine.generate(jobs) -> list[EngineOutput | BaseException]
+
+`generate` runs in the queue's worker thread. For each job it streams text with `job.emit()`,
+checks `job.should_stop()` at every token (cancel and timeout), and returns one entry per job,
+in order: an `EngineOutput`, or the exception that ended that job alone. Raising fails the
+whole call.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from bot.generation.types import EngineOutput, GenerationRequest, Prompt
+
+
+class EngineJob(Protocol):
+    """The engine's view of one request (implemented by the queue's handle)."""
+
+    request: GenerationRequest
+
+    def emit(self, text: str) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class Engine(ABC):
+    """Turns jobs into text. Subclasses set `model_name`, `max_batch` and `context_length`."""
+
+    model_name: str = "unknown"
+    max_batch: int = 1
+    context_length: int = 2048
+
+    @abstractmethod
+    def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
+        """Run `jobs` (in the worker thread); see the module docstring."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` for this model (a rough estimate by default)."""
+        return max(1, len(text) // 4)
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+def render_prompt(prompt: Prompt, tokenizer: Any) -> tuple[str, bool]:
+    """The prompt text for this tokenizer, and whether it came from the chat template.
+
+    Models without a chat template (a plain base model such as gpt2) get the plain form.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text, True
+    return prompt.plain, False
+
+
+class _StopWhenAsked(StoppingCriteria):
+    """Ends generation at the next token once the job is cancelled or past its deadline."""
+
+    def __init__(self, job: EngineJob) -> None:
+        self.job = job
+        self.stopped = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        self.stopped = self.job.should_stop()
+        return torch.full((input_ids.shape[0],), self.stopped, dtype=torch.bool)
+
+
+class _JobStreamer(BaseStreamer):
+    """Decodes one row's new tokens incrementally and emits whole characters as they form."""
+
+    def __init__(self, job: EngineJob, tokenizer: Any) -> None:
+        self.job = job
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.sent = 0
+        self.skipped_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.skipped_prompt:  # generate() first passes the prompt
+            self.skipped_prompt = True
+            return
+        self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        # A multi-byte character split across tokens decodes to U+FFFD until it is complete.
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > self.sent:
+            self.job.emit(text[self.sent :])
+            self.sent = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if len(text) > self.sent:
+            self.job.emit(text[self.sent :])
+            self.sent = len(text)
+
+
+def generation_kwargs(request: GenerationRequest, tokenizer: Any) -> dict[str, Any]:
+    """transformers `generate` arguments for a request's sampling parameters."""
+    p = request.params
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": p.max_new_tokens,
+        "repetition_penalty": p.repetition_penalty,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if p.method == "sampling":
+        kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k)
+    elif p.method == "beam":
+        kwargs.update(do_sample=False, num_beams=max(2, p.num_beams), early_stopping=True)
+    else:
+        kwargs.update(do_sample=False)
+    return kwargs
+
+
+class TransformersEngine(Engine):
+    """A local transformers model, one request at a time, streaming token by token."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, model_name: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.max_batch = 1
+        self.context_length = int(getattr(model.config, "max_position_embeddings", None) or 2048)
+        self._lock = threading.Lock()  # generate() is not re-entrant
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
+        results: list[EngineOutput | BaseException] = []
+        for job in jobs:
+            if job.should_stop():
+                results.append(EngineOutput("", "aborted", 0, 0))
+                continue
+            try:
+                results.append(self._generate_one(job))
+            except Exception as exc:  # one bad request must not fail the others
+                results.append(exc)
+        return results
+
+    def encode(self, request: GenerationRequest) -> torch.Tensor:
+        """Token ids of the rendered prompt, trimmed from the left to leave room to answer."""
+        text, templated = render_prompt(request.prompt, self.tokenizer)
+        ids = self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+        room = max(16, self.context_length - request.params.max_new_tokens)
+        return torch.tensor([ids[-room:]], dtype=torch.long)
+
+    def _generate_one(self, job: EngineJob) -> EngineOutput:
+        request = job.request
+        input_ids = self.encode(request).to(self.model.device)
+        stop = _StopWhenAsked(job)
+        kwargs = generation_kwargs(request, self.tokenizer)
+        streamer = None if request.params.method == "beam" else _JobStreamer(job, self.tokenizer)
+        with self._lock, torch.inference_mode():
+            if request.params.seed is not None:
+                torch.manual_seed(request.params.seed)
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                stopping_criteria=StoppingCriteriaList([stop]),
+                streamer=streamer,
+                **kwargs,
+            )
+        new = out[0, input_ids.shape[1] :].tolist()
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        if streamer is None:
+            job.emit(text)
+        eos = self.tokenizer.eos_token_id
+        reason: Literal["stop", "length", "aborted"]
+        if stop.stopped:
+            reason = "aborted"
+        elif new and new[-1] != eos and len(new) >= request.params.max_new_tokens:
+            reason = "length"
+        else:
+            reason = "stop"
+        return EngineOutput(text, reason, int(input_ids.shape[1]), len(new))

@@ -1,0 +1,135 @@
+"""The vocabulary shared by the queue, the engines, the prompts and the cogs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+DecodingMethod = Literal["sampling", "greedy", "beam"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A task's prompt in two forms: chat messages, and plain text for models without a template.
+
+    `plain` is a continuation prompt for base models (the text the model should carry on from).
+    """
+
+    messages: tuple[Message, ...]
+    plain: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"messages": [asdict(m) for m in self.messages], "plain": self.plain}
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to decode. Requests with equal `batch_key()` can share one `generate` call."""
+
+    max_new_tokens: int = 200
+    method: DecodingMethod = "sampling"
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.2
+    num_beams: int = 1
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """What must be equal for two requests to be decoded in one batch."""
+        return (self.method, self.temperature, self.top_p, self.top_k,
+                self.repetition_penalty, self.num_beams, self.seed)  # fmt: skip
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One piece of work for the model, on behalf of one Discord user."""
+
+    user_id: int
+    prompt: Prompt
+    params: SamplingParams = field(default_factory=SamplingParams)
+    timeout: float | None = None  # seconds of generation; None: the queue's default
+    id: str = field(default_factory=_new_id)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOutput:
+    """What an engine returns for one request."""
+
+    text: str
+    finish_reason: Literal["stop", "length", "aborted"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    """A finished request, as the caller sees it."""
+
+    request_id: str
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    queued_s: float
+    generation_s: float
+    model: str
+
+
+class GenerationError(Exception):
+    """A request did not produce a result. `user_message` is safe to show on Discord."""
+
+    user_message = "Something went wrong while writing that. Please try again."
+
+    def __init__(self, detail: str = "", *, partial_text: str = "") -> None:
+        super().__init__(detail or self.user_message)
+        self.partial_text = partial_text
+
+
+class QueueRefused(GenerationError):
+    """The request was not accepted; nothing was queued."""
+
+
+class QueueFull(QueueRefused):
+    user_message = "I'm busy right now: the queue is full. Please try again in a minute."
+
+
+class TooManyPending(QueueRefused):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"user already has {limit} pending requests")
+        self.user_message = (
+            f"You already have {limit} request{'s' if limit != 1 else ''} waiting. "
+            "Please wait for one to finish."
+        )
+
+
+class GenerationCancelled(GenerationError):
+    user_message = "Cancelled."
+
+
+class GenerationTimeout(GenerationError):
+    user_message = "That took too long, so I stopped. Please try again, perhaps shorter."
+
+
+class EngineFailure(GenerationError):
+    user_message = "The model ran into a problem with that request. Please try again."
+
+
+class ShuttingDown(GenerationError):
+    user_message = "I'm restarting right now. Please try again in a moment."

@@ -1,0 +1,67 @@
+"""Poem prompts, one per form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.generation.types import Message, Prompt
+
+SYSTEM = (
+    "You are LLMOS, a poet who writes with a community of writers. You answer with the poem "
+    "only: no title, no explanation, no notes."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PoemForm:
+    key: str
+    label: str
+    instruction: str
+    lines: int | None  # exact line count the form has, if it has one
+    max_new_tokens: int
+
+
+FORMS: dict[str, PoemForm] = {
+    f.key: f
+    for f in (
+        PoemForm(
+            "free_verse", "Free verse", "a short free-verse poem of six to ten lines", None, 160
+        ),
+        PoemForm("haiku", "Haiku", "a haiku: three short lines, about 5, 7 and 5 syllables", 3, 48),
+        PoemForm(
+            "tanka", "Tanka", "a tanka: five short lines, about 5, 7, 5, 7 and 7 syllables", 5, 72
+        ),
+        PoemForm(
+            "limerick",
+            "Limerick",
+            "a limerick: five lines rhyming AABBA, with a bouncy rhythm and a funny turn",
+            5,
+            96,
+        ),
+        PoemForm("sonnet", "Sonnet", "a sonnet: fourteen lines in iambic pentameter", 14, 260),
+        PoemForm(
+            "acrostic",
+            "Acrostic",
+            "an acrostic poem: the first letters of the lines spell the topic word",
+            None,
+            160,
+        ),
+    )
+}
+
+
+def tidy_user_text(text: str, limit: int = 500) -> str:
+    """One line of user text, without quotes that could end the delimiting early."""
+    return " ".join(text.replace('"', "'").split())[:limit]
+
+
+def poem_prompt(topic: str, form: str, style: str | None = None) -> Prompt:
+    """The prompt for a poem about `topic` in `form` (a key of `FORMS`)."""
+    spec = FORMS[form]
+    topic = tidy_user_text(topic)
+    ask = f'Write {spec.instruction}.\nTopic: "{topic}"'
+    if style:
+        ask += f'\nStyle: "{tidy_user_text(style, 200)}"'
+    plain_style = f", {tidy_user_text(style, 200)}" if style else ""
+    plain = f'{spec.label} about "{topic}"{plain_style}\n\n'
+    return Prompt(messages=(Message("system", SYSTEM), Message("user", ask)), plain=plain)

@@ -1,0 +1,112 @@
+"""Plain numbered SQL migrations (`migrations/NNNN_name.sql`), recorded inside the database.
+
+Each file is applied together with its row in `schema_migrations` in one transaction: a failing
+migration leaves the database exactly as it was. Landed files are never edited; a schema change
+is a new file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """The database and the code disagree about the schema, or a migration failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.version:04d}_{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationState:
+    migration: Migration
+    applied_at: str | None
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files in `directory`, in version order; duplicates are an error."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME_RE.match(path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_lower_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"two migrations share the number {version:04d}")
+        found[version] = Migration(version, match.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+async def _ensure_table(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+
+
+async def status(db: aiosqlite.Connection, migrations: list[Migration]) -> list[MigrationState]:
+    """Every known migration with when it was applied (None: pending).
+
+    Raises `MigrationError` when the database has a migration this code does not know, which
+    means a newer version of the bot wrote it.
+    """
+    await _ensure_table(db)
+    async with db.execute("SELECT version, name, applied_at FROM schema_migrations") as cur:
+        applied = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+    known = {m.version: m for m in migrations}
+    unknown = sorted(v for v in applied if v not in known)
+    if unknown:
+        labels = ", ".join(f"{v:04d}_{applied[v][0]}" for v in unknown)
+        raise MigrationError(
+            f"The database has migration(s) {labels} that this version of LLMOS does not know. "
+            "It was upgraded by a newer version: run that version, or restore a backup."
+        )
+    return [MigrationState(m, applied.get(m.version, (None, None))[1]) for m in migrations]
+
+
+async def upgrade(db: aiosqlite.Connection, migrations: list[Migration]) -> list[Migration]:
+    """Apply every pending migration in order; returns those applied.
+
+    The connection must be in autocommit mode (`isolation_level=None`) so that the explicit
+    BEGIN/COMMIT below are the only transaction boundaries.
+    """
+    done: list[Migration] = []
+    for state in await status(db, migrations):
+        if state.applied_at is not None:
+            continue
+        migration = state.migration
+        sql = migration.path.read_text(encoding="utf-8")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        # executescript runs the file and its record as one transaction; name and version
+        # come from a validated file name, so the f-string cannot inject anything.
+        script = (
+            "BEGIN IMMEDIATE;\n"
+            f"{sql}\n;\n"
+            "INSERT INTO schema_migrations (version, name, applied_at) "
+            f"VALUES ({migration.version}, '{migration.name}', '{now}');\n"
+            "COMMIT;"
+        )
+        try:
+            await db.executescript(script)
+        except Exception as exc:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise MigrationError(f"migration {migration.label} failed: {exc}") from exc
+        done.append(migration)
+    return done

@@ -1,0 +1,577 @@
+"""A strict Discord API v10 emulator on loopback, for driving the real bot in tests.
+
+It speaks the gateway (HELLO, heartbeat, IDENTIFY, READY, GUILD_CREATE, RESUME) and the REST
+routes the bot uses, keeps Discord's state, and refuses what Discord refuses: content over 2000
+characters, too many or too large embeds, a second response to one interaction, a response
+after the 3-second deadline, and any route it does not know (recorded in `errors` as a bug).
+
+Point discord.py at it with `emulator.redirect_discord()` or, for another process, the
+`DISCORD_EMULATOR_URL` environment variable read by `tests/sitecustomize.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from emulator.state import (
+    ACK_DEADLINE_S,
+    CONTENT_LIMIT,
+    EMBED_FIELD_LIMITS,
+    EMBED_TOTAL_LIMIT,
+    EMBEDS_LIMIT,
+    MEMBER_PERMS,
+    Channel,
+    Guild,
+    Interaction,
+    Member,
+    Message,
+    Role,
+    Snowflakes,
+    User,
+    pings,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class DiscordError(Exception):
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # discord.py only parses JSON when the content type is exactly application/json.
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+class DiscordEmulator:
+    """Discord on 127.0.0.1. Start with `await emu.start()`; `emu.base_url` is the REST base."""
+
+    def __init__(self, *, token: str = "emulator-token") -> None:
+        self.snowflake = Snowflakes()
+        self.token = token
+        self.bot_user = User(self.snowflake(), "LLMOS", bot=True)
+        self.application_id = self.bot_user.id
+        self.users: dict[int, User] = {self.bot_user.id: self.bot_user}
+        self.guilds: dict[int, Guild] = {}
+        self.channels: dict[int, Channel] = {}
+        self.messages: dict[int, Message] = {}
+        self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global)
+        self.interactions: dict[int, Interaction] = {}
+        self.errors: list[str] = []  # unknown routes and refused requests: bugs to report
+        self.requests: list[tuple[str, str]] = []
+        self._changed = asyncio.Condition()
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._seq = 0
+        self._session_id = secrets.token_hex(8)
+        self._sent: list[dict[str, Any]] = []  # dispatches, for RESUME
+        self.identified = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    async def start(self) -> DiscordEmulator:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def redirect_discord(self) -> None:
+        """Point this process's discord.py at the emulator (class attributes, see the notes)."""
+        import discord.gateway
+        import discord.http
+        import yarl
+
+        discord.http.Route.BASE = self.base_url
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
+
+    # -- building the world ----------------------------------------------------------------------
+
+    def add_guild(self, name: str = "Writers' Room") -> Guild:
+        owner = self.add_user("owner")
+        guild = Guild(self.snowflake(), name, owner.id)
+        guild.roles[guild.id] = Role(guild.id, "@everyone", MEMBER_PERMS)
+        guild.members[owner.id] = Member(owner)
+        guild.members[self.bot_user.id] = Member(self.bot_user)
+        self.guilds[guild.id] = guild
+        return guild
+
+    def add_user(self, name: str) -> User:
+        user = User(self.snowflake(), name)
+        self.users[user.id] = user
+        return user
+
+    def add_member(self, guild: Guild, name: str, *, permissions: int = 0) -> User:
+        user = self.add_user(name)
+        roles = []
+        if permissions:
+            role = Role(self.snowflake(), f"{name}-role", permissions)
+            guild.roles[role.id] = role
+            roles.append(role.id)
+        guild.members[user.id] = Member(user, roles)
+        return user
+
+    def add_channel(self, guild: Guild, name: str) -> Channel:
+        channel = Channel(self.snowflake(), name, guild.id)
+        guild.channels[channel.id] = channel
+        self.channels[channel.id] = channel
+        return channel
+
+    # -- waiting for the bot ---------------------------------------------------------------------
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Wait until `predicate()` is truthy (re-checked on every change); returns its value."""
+
+        async def waiter() -> Any:
+            async with self._changed:
+                while not (value := predicate()):
+                    await self._changed.wait()
+                return value
+
+        return await asyncio.wait_for(waiter(), timeout)
+
+    def channel_messages(self, channel_id: int) -> list[Message]:
+        return [m for m in self.messages.values() if m.channel_id == channel_id and not m.deleted]
+
+    # -- gateway ---------------------------------------------------------------------------------
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        self._seq += 1
+        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
+        self._sent.append(frame)
+        for ws in list(self._sockets):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps(frame))
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            op = frame.get("op")
+            if op == 1:
+                await ws.send_str(json.dumps({"op": 11}))
+            elif op == 2:
+                if frame["d"].get("token") != self.token:
+                    await ws.close(code=4004, message=b"Authentication failed.")
+                    break
+                self._sockets.add(ws)
+                await self._send_ready()
+                self.identified.set()
+            elif op == 6:
+                last = frame["d"].get("seq") or 0
+                self._sockets.add(ws)
+                for missed in [f for f in self._sent if f["s"] > last]:
+                    await ws.send_str(json.dumps(missed))
+                await self.dispatch("RESUMED", {})
+            elif op in (3, 4, 8):  # presence, voice, member requests: accepted, not modelled
+                continue
+        self._sockets.discard(ws)
+        return ws
+
+    async def _send_ready(self) -> None:
+        await self.dispatch("READY", {
+            "v": 10, "user": self.bot_user.payload(), "session_id": self._session_id,
+            "resume_gateway_url": self.gateway_url, "private_channels": [],
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "application": {"id": str(self.application_id), "flags": 1 << 19},
+            "shard": [0, 1],
+        })  # fmt: skip
+        for guild in self.guilds.values():
+            await self.dispatch("GUILD_CREATE", guild.payload())
+
+    async def drop_gateway(self) -> None:
+        """Close the bot's gateway socket as a network failure would (it should resume)."""
+        for ws in list(self._sockets):
+            self._sockets.discard(ws)
+            await ws.close(code=4000, message=b"emulated drop")
+
+    # -- REST ------------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["tail"]
+        self.requests.append((request.method, path))
+        if request.headers.get("Authorization") != f"Bot {self.token}" and not (
+            path.startswith(("/webhooks/", "/interactions/"))
+        ):
+            return _json({"code": 0, "message": "401: Unauthorized"}, 401)
+        handler, params = self._route(request.method, path)
+        if handler is None:
+            self.errors.append(f"unknown route {request.method} {path}")
+            return _json({"code": 0, "message": f"emulator: unknown route {request.method} "
+                          f"{path}"}, 404)  # fmt: skip
+        try:
+            body = await self._body(request)
+            result = await handler(body, request, *params)
+        except DiscordError as err:
+            self.errors.append(f"{request.method} {path}: {err.status} {err.message}")
+            return _json({"code": err.code, "message": err.message}, err.status)
+        await self._notify()
+        if result is None:
+            return web.Response(status=204)
+        return _json(result)
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            return await request.json()
+        if request.content_type.startswith("multipart/"):
+            body: dict[str, Any] = {}
+            files = []
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if part.name == "payload_json":  # type: ignore[union-attr]
+                    body.update(json.loads(await part.text()))  # type: ignore[union-attr]
+                else:
+                    data = await part.read()  # type: ignore[union-attr]
+                    files.append({"filename": part.filename, "data": bytes(data)})  # type: ignore[union-attr]
+            body["_files"] = files
+            return body
+        return {}
+
+    def _route(self, method: str, path: str) -> tuple[Any, tuple[str, ...]]:
+        parts = path.strip("/").split("/")
+        for (m, pattern), handler in self._routes().items():
+            pat = pattern.strip("/").split("/")
+            if m != method or len(pat) != len(parts):
+                continue
+            params: list[str] = []
+            for want, got in zip(pat, parts, strict=True):
+                if want == "*":
+                    params.append(got)
+                elif want != got:
+                    break
+            else:
+                return handler, tuple(params)
+        return None, ()
+
+    def _routes(self) -> dict[tuple[str, str], Any]:
+        return {
+            ("GET", "/users/@me"): self._get_me,
+            ("GET", "/oauth2/applications/@me"): self._get_application,
+            ("PUT", "/applications/*/commands"): self._put_commands,
+            ("PUT", "/applications/*/guilds/*/commands"): self._put_guild_commands,
+            ("GET", "/applications/*/commands"): self._get_commands,
+            ("POST", "/interactions/*/*/callback"): self._callback,
+            ("GET", "/webhooks/*/*/messages/@original"): self._get_original,
+            ("PATCH", "/webhooks/*/*/messages/@original"): self._edit_original,
+            ("DELETE", "/webhooks/*/*/messages/@original"): self._delete_original,
+            ("POST", "/webhooks/*/*"): self._followup,
+            ("PATCH", "/webhooks/*/*/messages/*"): self._edit_followup,
+            ("DELETE", "/webhooks/*/*/messages/*"): self._delete_followup,
+            ("POST", "/channels/*/messages"): self._create_message,
+            ("GET", "/channels/*/messages/*"): self._get_message,
+            ("PATCH", "/channels/*/messages/*"): self._edit_message,
+            ("DELETE", "/channels/*/messages/*"): self._delete_message,
+            ("POST", "/channels/*/typing"): self._typing,
+        }
+
+    # -- REST handlers ---------------------------------------------------------------------------
+
+    async def _get_me(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        return self.bot_user.payload()
+
+    async def _get_application(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        return {"id": str(self.application_id), "name": "LLMOS", "icon": None,
+                "description": "", "bot_public": True, "bot_require_code_grant": False,
+                "owner": self.users[next(iter(self.guilds.values())).owner_id].payload()
+                if self.guilds else self.bot_user.payload(),
+                "verify_key": "0" * 64, "flags": 1 << 19, "team": None,
+                "summary": "", "rpc_origins": [], "interactions_endpoint_url": None}  # fmt: skip
+
+    def _register(self, guild_id: int | None, commands: list[dict[str, Any]]) -> list[Any]:
+        stored = []
+        for command in commands:
+            command = dict(command)
+            command.setdefault("type", 1)
+            command["id"] = str(self.snowflake())
+            command["application_id"] = str(self.application_id)
+            command["version"] = str(self.snowflake())
+            if guild_id is not None:
+                command["guild_id"] = str(guild_id)
+            stored.append(command)
+        self.commands[guild_id] = stored
+        return stored
+
+    async def _put_commands(self, body: Any, request: web.Request, app: str) -> list[Any]:
+        return self._register(None, await request.json())
+
+    async def _put_guild_commands(
+        self, body: Any, request: web.Request, app: str, guild: str
+    ) -> list[Any]:
+        return self._register(int(guild), await request.json())
+
+    async def _get_commands(self, body: Any, request: web.Request, app: str) -> list[Any]:
+        return self.commands.get(None, [])
+
+    def _check_limits(self, body: dict[str, Any]) -> None:
+        content = body.get("content") or ""
+        if len(content) > CONTENT_LIMIT:
+            raise DiscordError(400, 50035, f"content: must be {CONTENT_LIMIT} or fewer in length")
+        embeds = body.get("embeds") or []
+        if len(embeds) > EMBEDS_LIMIT:
+            raise DiscordError(400, 50035, "embeds: must be 10 or fewer in length")
+        total = 0
+        for embed in embeds:
+            for key, limit in EMBED_FIELD_LIMITS.items():
+                if len(embed.get(key) or "") > limit:
+                    raise DiscordError(400, 50035, f"embeds.{key}: must be {limit} or fewer")
+            total += sum(len(embed.get(k) or "") for k in ("title", "description"))
+            total += len((embed.get("footer") or {}).get("text", ""))
+            total += sum(len(f.get("name", "")) + len(f.get("value", ""))
+                         for f in embed.get("fields", []))  # fmt: skip
+        if total > EMBED_TOTAL_LIMIT:
+            raise DiscordError(400, 50035, "embeds: total size must be 6000 or fewer")
+
+    def _new_message(
+        self, channel_id: int, author: User, body: dict[str, Any], **extra: Any
+    ) -> Message:
+        self._check_limits(body)
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            raise DiscordError(404, 10003, "Unknown Channel")
+        reference = (body.get("message_reference") or {}).get("message_id")
+        message = Message(
+            id=self.snowflake(), channel_id=channel_id, guild_id=channel.guild_id, author=author,
+            content=body.get("content") or "", embeds=body.get("embeds") or [],
+            components=body.get("components") or [], flags=body.get("flags") or 0,
+            reference_id=int(reference) if reference else None,
+            allowed_mentions=body.get("allowed_mentions"),
+            attachments=self._attachments(body), **extra,
+        )  # fmt: skip
+        message.pinged = pings(message.content, message.allowed_mentions)
+        self.messages[message.id] = message
+        return message
+
+    def _attachments(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for index, file in enumerate(body.get("_files", [])):
+            out.append(
+                {
+                    "id": str(self.snowflake()),
+                    "filename": file["filename"],
+                    "size": len(file["data"]),
+                    "url": f"{self.url}/files/{index}",
+                    "proxy_url": f"{self.url}/files/{index}",
+                    "_data": file["data"],
+                }
+            )
+        return out
+
+    def _apply_edit(self, message: Message, body: dict[str, Any]) -> None:
+        merged = {"content": message.content, "embeds": message.embeds} | {
+            k: v for k, v in body.items() if k in ("content", "embeds")
+        }
+        self._check_limits(merged)
+        message.history.append(message.snapshot())
+        for key in ("content", "embeds", "components", "flags"):
+            if key in body and body[key] is not None:
+                setattr(message, key, body[key])
+        if "content" in body and body["content"] is None:
+            message.content = ""
+        if "_files" in body:
+            message.attachments = self._attachments(body)
+        if "allowed_mentions" in body:
+            message.allowed_mentions = body["allowed_mentions"]
+        message.flags &= ~128  # an edit ends the "thinking" state
+        message.pinged += pings(message.content, message.allowed_mentions)
+        message.edited_at = time.time()
+        message.edit_times.append(time.monotonic())
+
+    async def _create_message(
+        self, body: dict[str, Any], request: web.Request, channel: str
+    ) -> dict[str, Any]:
+        message = self._new_message(int(channel), self.bot_user, body)
+        await self.dispatch("MESSAGE_CREATE", message.payload())
+        return message.payload()
+
+    def _message(self, message_id: str | int) -> Message:
+        message = self.messages.get(int(message_id))
+        if message is None or message.deleted:
+            raise DiscordError(404, 10008, "Unknown Message")
+        return message
+
+    async def _get_message(
+        self, body: Any, request: web.Request, channel: str, mid: str
+    ) -> dict[str, Any]:
+        return self._message(mid).payload()
+
+    async def _edit_message(
+        self, body: dict[str, Any], request: web.Request, channel: str, mid: str
+    ) -> dict[str, Any]:
+        message = self._message(mid)
+        if message.author.id != self.bot_user.id:
+            raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
+        self._apply_edit(message, body)
+        await self.dispatch("MESSAGE_UPDATE", message.payload())
+        return message.payload()
+
+    async def _delete_message(
+        self, body: Any, request: web.Request, channel: str, mid: str
+    ) -> None:
+        message = self._message(mid)
+        message.deleted = True
+        await self.dispatch(
+            "MESSAGE_DELETE", {"id": mid, "channel_id": channel, "guild_id": str(message.guild_id)}
+        )
+
+    async def _typing(self, body: Any, request: web.Request, channel: str) -> None:
+        return None
+
+    # -- interactions ----------------------------------------------------------------------------
+
+    def _interaction(self, token: str) -> Interaction:
+        for interaction in self.interactions.values():
+            if interaction.token == token:
+                return interaction
+        raise DiscordError(404, 10015, "Unknown Webhook")
+
+    async def _callback(
+        self, body: dict[str, Any], request: web.Request, iid: str, token: str
+    ) -> dict[str, Any]:
+        interaction = self.interactions.get(int(iid))
+        if interaction is None or interaction.token != token:
+            raise DiscordError(404, 10062, "Unknown interaction")
+        if interaction.callback_type is not None:
+            raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        if time.monotonic() - interaction.created > ACK_DEADLINE_S:
+            raise DiscordError(404, 10062, "Unknown interaction (not acknowledged within 3 s)")
+        kind = body["type"]
+        data = body.get("data") or {}
+        interaction.callback_type = kind
+        interaction.ephemeral = bool((data.get("flags") or 0) & 64)
+        result: dict[str, Any] = {
+            "interaction": {
+                "id": iid,
+                "type": interaction.type,
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": interaction.ephemeral,
+            }
+        }
+        if kind in (4, 5):  # a message (4) or a "thinking" placeholder (5)
+            fields = dict(data) if kind == 4 else {"flags": (data.get("flags") or 0) | 128}
+            message = self._new_message(
+                interaction.channel_id,
+                self.bot_user,
+                fields,
+                interaction_id=interaction.id,
+                webhook_id=self.application_id,
+            )
+            interaction.original_id = message.id
+            result["interaction"]["response_message_id"] = str(message.id)
+            result["resource"] = {"type": kind, "message": message.payload()}
+            await self.dispatch("MESSAGE_CREATE", message.payload())
+        elif kind in (6, 7):  # deferred update / update of the component's message
+            target = interaction.data.get("_message_id")
+            if kind == 7 and target:
+                self._apply_edit(self._message(target), data)
+                await self.dispatch("MESSAGE_UPDATE", self._message(target).payload())
+            result["resource"] = {"type": kind}
+        elif kind == 9:  # a modal
+            interaction.modal = data
+            result["resource"] = {"type": kind}
+        else:
+            raise DiscordError(400, 50035, f"unsupported callback type {kind}")
+        return result
+
+    async def _get_original(
+        self, body: Any, request: web.Request, app: str, token: str
+    ) -> dict[str, Any]:
+        interaction = self._interaction(token)
+        if interaction.original_id is None:
+            raise DiscordError(404, 10008, "Unknown Message")
+        return self._message(interaction.original_id).payload()
+
+    async def _edit_original(
+        self, body: dict[str, Any], request: web.Request, app: str, token: str
+    ) -> dict[str, Any]:
+        interaction = self._interaction(token)
+        if interaction.original_id is None:
+            if interaction.callback_type not in (6, 7):
+                raise DiscordError(404, 10008, "Unknown Message")
+            interaction.original_id = int(interaction.data["_message_id"])
+        message = self._message(interaction.original_id)
+        self._apply_edit(message, body)
+        await self.dispatch("MESSAGE_UPDATE", message.payload())
+        return message.payload()
+
+    async def _delete_original(self, body: Any, request: web.Request, app: str, token: str) -> None:
+        interaction = self._interaction(token)
+        if interaction.original_id is None:
+            raise DiscordError(404, 10008, "Unknown Message")
+        await self._delete_message(
+            body, request, str(interaction.channel_id), str(interaction.original_id)
+        )
+
+    async def _followup(
+        self, body: dict[str, Any], request: web.Request, app: str, token: str
+    ) -> dict[str, Any]:
+        interaction = self._interaction(token)
+        if interaction.callback_type is None:
+            raise DiscordError(400, 40060, "Interaction has not been acknowledged")
+        message = self._new_message(
+            interaction.channel_id,
+            self.bot_user,
+            body,
+            interaction_id=interaction.id,
+            webhook_id=self.application_id,
+        )
+        interaction.followup_ids.append(message.id)
+        await self.dispatch("MESSAGE_CREATE", message.payload())
+        return message.payload()
+
+    async def _edit_followup(
+        self, body: dict[str, Any], request: web.Request, app: str, token: str, mid: str
+    ) -> dict[str, Any]:
+        self._interaction(token)
+        message = self._message(mid)
+        self._apply_edit(message, body)
+        await self.dispatch("MESSAGE_UPDATE", message.payload())
+        return message.payload()
+
+    async def _delete_followup(
+        self, body: Any, request: web.Request, app: str, token: str, mid: str
+    ) -> None:
+        self._interaction(token)
+        message = self._message(mid)
+        await self._delete_message(body, request, str(message.channel_id), mid)
