@@ -50,7 +50,11 @@ class DiscordError(Exception):
 
 def _json(data: Any, status: int = 200) -> web.Response:
     # discord.py only parses JSON when the content type is exactly application/json.
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={"Content-Type": "application/json"},
+    )
 
 
 class DiscordEmulator:
@@ -157,12 +161,17 @@ class DiscordEmulator:
             self._changed.notify_all()
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Wait until `predicate()` is truthy (re-checked on every change); returns its value."""
+        """Wait until `predicate()` is truthy; returns its value.
+
+        Re-checked on every change the bot makes, and every 0.1 s for conditions that depend on
+        something else (the bot's database, say).
+        """
 
         async def waiter() -> Any:
             async with self._changed:
                 while not (value := predicate()):
-                    await self._changed.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.1)
                 return value
 
         return await asyncio.wait_for(waiter(), timeout)

@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _END = object()
-# A hung engine call is abandoned this long after the latest deadline among its requests.
-_HANG_GRACE_S = 10.0
 
 
 class GenerationHandle:
@@ -221,11 +219,15 @@ class GenerationQueue:
         max_queue: int = 64,
         max_pending_per_user: int = 3,
         timeout: float = 120.0,
+        hang_grace: float = 10.0,
     ) -> None:
         self.engine = engine
         self.max_queue = max_queue
         self.max_pending_per_user = max_pending_per_user
         self.timeout = timeout
+        # A hung engine call is abandoned this long after the latest deadline of its requests.
+        self.hang_grace = hang_grace
+        self._threads_started = 0
         self._waiting: OrderedDict[int, deque[GenerationHandle]] = OrderedDict()
         self._running: set[GenerationHandle] = set()
         self._wakeup = asyncio.Event()
@@ -247,9 +249,11 @@ class GenerationQueue:
             self._executor = self._new_executor()
             self._worker = asyncio.create_task(self._run(), name="generation-queue")
 
-    @staticmethod
-    def _new_executor() -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="generation")
+    def _new_executor(self) -> ThreadPoolExecutor:
+        self._threads_started += 1
+        return ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"generation-{self._threads_started}"
+        )
 
     # -- submitting ------------------------------------------------------------------------------
 
@@ -351,7 +355,7 @@ class GenerationQueue:
         loop = asyncio.get_running_loop()
         began = time.monotonic()
         future = loop.run_in_executor(self._executor, self.engine.generate, batch)
-        hang_after = max(h._deadline or began for h in batch) - began + _HANG_GRACE_S
+        hang_after = max(h._deadline or began for h in batch) - began + self.hang_grace
         try:
             outputs = await asyncio.wait_for(asyncio.shield(future), hang_after)
         except TimeoutError:

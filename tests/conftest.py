@@ -1,0 +1,114 @@
+"""Shared fixtures: real models (tiny and embedded), a real database, a real bot on an emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import torch
+
+from bot.app import LLMOSBot
+from bot.config import load_settings
+from bot.generation.engine import TransformersEngine
+from bot.generation.loader import LoadedModel, load_model
+from bot.generation.queue import GenerationQueue
+from bot.services import Services
+from bot.store import Store
+from emulator import Channel, Emulator, Guild, User
+
+REPO = Path(__file__).resolve().parents[1]
+# Shared across runs (git-ignored): the embedded model is converted once per machine.
+MODEL_CACHE = REPO / ".cache" / "models"
+
+
+@pytest.fixture(scope="session")
+def embedded() -> LoadedModel:
+    """The real embedded SmolLM2, loaded once per test session."""
+    return load_model("embedded", device="cpu", dtype="auto", cache_dir=MODEL_CACHE)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded: LoadedModel) -> Any:
+    return embedded.tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer: Any) -> Any:
+    """A random two-layer Llama with SmolLM2's vocabulary: real code path, 0.2 s per answer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model: Any, tokenizer: Any) -> TransformersEngine:
+    return TransformersEngine(tiny_model, tokenizer, model_name="tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer(tokenizer: Any) -> Any:
+    """The same tokenizer without a chat template, like a plain base model (gpt2)."""
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    return plain
+
+
+@dataclass
+class World:
+    """A connected bot on the emulator, with real services and one server to play in."""
+
+    emu: Emulator
+    bot: LLMOSBot
+    services: Services
+    guild: Guild
+    channel: Channel
+    alice: User
+    bob: User
+
+
+@pytest_asyncio.fixture(scope="session")
+async def world(
+    embedded: LoadedModel, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    """One connected bot for the whole test session (on_ready costs about 2 s)."""
+    emu = await Emulator().start()
+    guild = emu.add_guild()
+    channel = emu.add_channel(guild, "poetry")
+    alice = emu.add_member(guild, "alice")
+    bob = emu.add_member(guild, "bob")
+    emu.redirect_discord()
+    settings = load_settings(
+        {"DISCORD_TOKEN": emu.token, "SYNC_COMMANDS": "global"}, dotenv_path=None
+    )
+    engine = TransformersEngine(embedded.model, embedded.tokenizer, model_name=embedded.name)
+    async with contextlib.AsyncExitStack() as stack:
+        db_path = tmp_path_factory.mktemp("db") / "llmos.sqlite3"
+        store = await stack.enter_async_context(Store.open(db_path))
+        queue = await stack.enter_async_context(
+            GenerationQueue(engine, max_pending_per_user=2, timeout=60)
+        )
+        services = Services(settings, store, queue)
+        bot = LLMOSBot(services)
+        await bot.login(emu.token)
+        runner = asyncio.create_task(bot.connect(reconnect=True))
+        await asyncio.wait_for(bot.wait_until_ready(), 30)
+        yield World(emu, bot, services, guild, channel, alice, bob)
+        await bot.close()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runner
+    await emu.stop()

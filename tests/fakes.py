@@ -1,0 +1,65 @@
+"""A scripted engine for scheduling tests (the model path is tested for real elsewhere)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from bot.generation.engine import Engine, EngineJob
+from bot.generation.types import EngineOutput, GenerationRequest, Message, Prompt
+
+
+def request(user: int, text: str = "hi", *, timeout: float | None = None) -> GenerationRequest:
+    prompt = Prompt((Message("user", text),), text)
+    return GenerationRequest(user_id=user, prompt=prompt, timeout=timeout)
+
+
+class ScriptedEngine(Engine):
+    """Emits the prompt text back word by word, `delay` seconds per word.
+
+    A prompt of "raise" fails that job, "crash" fails the whole call, "hang" blocks until
+    `release` is set (ignoring cancellation, like a stuck kernel).
+    """
+
+    model_name = "scripted"
+
+    def __init__(self, *, delay: float = 0.01, max_batch: int = 1) -> None:
+        self.delay = delay
+        self.max_batch = max_batch
+        self.served: list[str] = []  # prompt texts, in the order they ran
+        self.calls: list[int] = []  # batch sizes
+        self.thread_names: set[str] = set()
+        self.release = threading.Event()
+        self.gate = threading.Event()  # when set, jobs wait for it before the first word
+        self.gate.set()
+
+    def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
+        self.calls.append(len(jobs))
+        self.thread_names.add(threading.current_thread().name)
+        out: list[EngineOutput | BaseException] = []
+        for job in jobs:
+            text = job.request.prompt.plain
+            self.served.append(text)
+            if text == "crash":
+                raise RuntimeError("engine exploded")
+            if text == "hang":
+                self.release.wait(30)
+                out.append(EngineOutput("", "stop", 1, 0))
+                continue
+            if text == "raise":
+                out.append(ValueError("bad request"))
+                continue
+            self.gate.wait(10)
+            sent: list[str] = []
+            reason = "stop"
+            for word in text.split():
+                if job.should_stop():
+                    reason = "aborted"
+                    break
+                time.sleep(self.delay)
+                chunk = word if not sent else " " + word
+                job.emit(chunk)
+                sent.append(chunk)
+            out.append(EngineOutput("".join(sent), reason, len(text.split()), len(sent)))  # type: ignore[arg-type]
+        return out

@@ -1,0 +1,121 @@
+"""/poem end to end: the real discord.py client, the loopback emulator, the embedded model."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from emulator import Message
+from tests.conftest import World
+
+pytestmark = pytest.mark.slow
+
+
+async def eventually(world: World, sql: str, params: tuple[object, ...]) -> Any:
+    """The first row of `sql` once there is one (within 5 s)."""
+    for _ in range(100):
+        rows = await world.services.store.fetchall(sql, params)
+        if rows:
+            return rows[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no row for {sql} {params}")
+
+
+def finished(message: Message) -> bool:
+    return bool(message.embeds)
+
+
+async def test_poem_command_is_registered(world: World) -> None:
+    poem = next(c for c in world.emu.commands[None] if c["name"] == "poem")
+    assert poem["description"] == "Write a poem about a topic, in the form you choose."
+    form = next(o for o in poem["options"] if o["name"] == "form")
+    assert {c["value"] for c in form["choices"]} == {
+        "free_verse", "haiku", "tanka", "limerick", "sonnet", "acrostic",
+    }  # fmt: skip
+
+
+async def test_haiku_arrives_streams_and_is_saved(world: World) -> None:
+    emu = world.emu
+    interaction = await emu.slash(
+        world.alice, world.channel, "poem", topic="autumn rain", form="haiku"
+    )
+    message = await emu.wait_final(interaction, finished, timeout=60)
+    embed = message.embeds[0]
+    assert embed["title"] == "Haiku · autumn rain"
+    poem = embed["description"]
+    assert poem.strip() and "<|im_" not in poem
+    assert 1 <= len(poem.splitlines()) <= 3
+    assert embed["footer"]["text"].startswith("SmolLM2-135M-Instruct · ")
+    assert message.content == ""
+    assert interaction.callback_type == 5  # deferred at once
+    assert message.allowed_mentions == {"parse": []}
+    assert message.pinged == []
+    # the message id is recorded right after Discord accepts the final edit
+    row = await eventually(
+        world,
+        "SELECT g.*, o.message_id FROM generations g JOIN outputs o ON o.id = g.output_id"
+        " WHERE o.message_id = ?",
+        (message.id,),
+    )
+    assert (row["command"], row["user_id"], row["channel_id"]) == (
+        "poem", world.alice.id, world.channel.id,
+    )  # fmt: skip
+    assert row["output"] == poem
+    assert row["message_id"] == message.id
+    assert f"#{row['id']}" in embed["footer"]["text"]
+    assert emu.errors == []
+
+
+async def test_long_poem_streams_by_edits_at_most_once_a_second(world: World) -> None:
+    emu = world.emu
+    interaction = await emu.slash(
+        world.alice, world.channel, "poem", topic="the sea at night", form="sonnet"
+    )
+    message = await emu.wait_final(interaction, finished, timeout=90)
+    streamed = [v for v in message.history if v["content"].startswith("✍️")]
+    assert len(streamed) >= 2, message.history
+    # the text grows from one edit to the next
+    assert len(streamed[-1]["content"]) > len(streamed[0]["content"])
+    gaps = [b - a for a, b in zip(message.edit_times, message.edit_times[1:], strict=False)]
+    # the final edit may follow the last streaming edit at once; streaming edits may not
+    assert all(gap >= 0.9 for gap in gaps[:-1]), gaps
+    assert emu.errors == []
+
+
+async def test_queue_position_is_shown_while_waiting(world: World) -> None:
+    emu = world.emu
+    first = await emu.slash(world.alice, world.channel, "poem", topic="mountains", form="sonnet")
+    second = await emu.slash(world.bob, world.channel, "poem", topic="rivers", form="haiku")
+    await emu.wait_final(first, finished, timeout=90)
+    message = await emu.wait_final(second, finished, timeout=90)
+    waiting = [v["content"] for v in message.history if v["content"].startswith("⏳")]
+    assert waiting and waiting[0].startswith("⏳ #1 in queue (about "), message.history
+    assert emu.errors == []
+
+
+async def test_empty_topic_is_refused_politely(world: World) -> None:
+    emu = world.emu
+    interaction = await emu.slash(world.alice, world.channel, "poem", topic="   ")
+    message = await emu.wait_for(lambda: emu.original(interaction))
+    assert message.content == "Please give the poem a topic."
+    assert interaction.ephemeral
+    long = await emu.slash(world.alice, world.channel, "poem", topic="x" * 301)
+    message = await emu.wait_for(lambda: emu.original(long))
+    assert "please keep it under 300" in message.content
+    assert emu.errors == []
+
+
+async def test_too_many_pending_is_refused_ephemerally(world: World) -> None:
+    emu = world.emu
+    a = await emu.slash(world.bob, world.channel, "poem", topic="one", form="sonnet")
+    b = await emu.slash(world.bob, world.channel, "poem", topic="two", form="sonnet")
+    await emu.wait_for(lambda: a.callback_type and b.callback_type)
+    c = await emu.slash(world.bob, world.channel, "poem", topic="three", form="haiku")
+    refusal = await emu.wait_for(lambda: emu.original(c))
+    assert refusal.content == "You already have 2 requests waiting. Please wait for one to finish."
+    assert c.ephemeral
+    await emu.wait_final(a, finished, timeout=90)
+    await emu.wait_final(b, finished, timeout=90)
+    assert emu.errors == []

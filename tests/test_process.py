@@ -1,0 +1,140 @@
+"""`python -m bot` as its own process, redirected to the emulator from outside."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator import Emulator
+from tests.conftest import MODEL_CACHE, REPO
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "MTEst.emulator.secret-token-value"
+
+
+class BotProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_log(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        async def find() -> re.Match[str]:
+            while True:
+                if match := re.search(pattern, self.log):
+                    return match
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"bot exited early:\n{self.log}")
+                await asyncio.sleep(0.1)
+
+        return await asyncio.wait_for(find(), timeout)
+
+    async def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), 30)
+        await self._reader
+        return code
+
+
+def bot_env(emu: Emulator | None, db: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "MODEL"))}
+    env |= {
+        "DATABASE_PATH": str(db),
+        "MODEL_CACHE_DIR": str(MODEL_CACHE),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "process"), str(REPO)]),
+        "LOG_LEVEL": "DEBUG",
+    }
+    if emu is not None:
+        env |= {"DISCORD_TOKEN": TOKEN, "DISCORD_EMULATOR_URL": emu.url}
+    return env | extra
+
+
+async def start_bot(emu: Emulator, db: Path, cwd: Path) -> BotProcess:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=cwd, env=bot_env(emu, db),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    return BotProcess(proc)
+
+
+async def test_no_token_explains_and_exits_2(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=bot_env(None, tmp_path / "db.sqlite3"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    text = (out + err).decode()
+    assert proc.returncode == 2
+    assert "LLMOS needs a Discord bot token" in text
+    assert "cp .env.example .env" in text
+    assert "Traceback" not in text
+
+
+async def test_bad_setting_exits_2_naming_the_key(tmp_path: Path) -> None:
+    env = bot_env(None, tmp_path / "db.sqlite3", DEVICE="gpu")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert "DEVICE='gpu' is not valid; use one of: auto, cpu, cuda, mps" in err.decode()
+    assert "Traceback" not in err.decode()
+
+
+async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> None:
+    emu = await Emulator(token=TOKEN).start()
+    try:
+        guild = emu.add_guild()
+        channel = emu.add_channel(guild, "poetry")
+        alice = emu.add_member(guild, "alice")
+        db = tmp_path / "llmos.sqlite3"
+
+        bot = await start_bot(emu, db, tmp_path)
+        await bot.wait_log(r"Connected as LLMOS", timeout=90)
+        assert any(c["name"] == "poem" for c in emu.commands[None])
+        interaction = await emu.slash(alice, channel, "poem", topic="autumn rain", form="haiku")
+        message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=60)
+        poem = message.embeds[0]["description"]
+        assert poem.strip()
+        await emu.wait_for(lambda: message.id in {r[0] for r in _rows(db)}, timeout=10)
+        assert await bot.stop() == 0
+        assert "Stopped cleanly" in bot.log
+        assert TOKEN not in bot.log
+        assert "Traceback" not in bot.log
+
+        # A second start with the same database loads the model from the cache, fast.
+        again = await start_bot(emu, db, tmp_path)
+        loaded = await again.wait_log(r"Loaded SmolLM2-135M-Instruct on \w+ as \S+ in ([\d.]+) s")
+        assert float(loaded.group(1)) < 5.0
+        await again.wait_log(r"Connected as LLMOS", timeout=60)
+        assert await again.stop() == 0
+        assert [r[1] for r in _rows(db)] == [poem]
+        assert emu.errors == []
+    finally:
+        await emu.stop()
+
+
+def _rows(db: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT o.message_id, g.output FROM generations g JOIN outputs o ON o.id = g.output_id"
+        ).fetchall()

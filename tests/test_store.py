@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from bot.store import MigrationError, NewGeneration, Store
+from bot.store.migrator import MIGRATIONS_DIR
+
+EXPECTED_SCHEMA = {
+    "schema_migrations": ["version", "name", "applied_at"],
+    "settings": ["scope", "scope_id", "guild_id", "key", "value", "updated_by", "updated_at"],
+    "outputs": ["id", "guild_id", "channel_id", "message_id", "requester_id", "command",
+                "chosen_id", "created_at"],
+    "generations": ["id", "output_id", "guild_id", "channel_id", "user_id", "command", "prompt",
+                    "params", "model", "output", "finish_reason", "refines_id", "refine_kind",
+                    "prompt_tokens", "completion_tokens", "queued_ms", "generation_ms",
+                    "created_at"],
+    "feedback": ["id", "generation_id", "user_id", "kind", "value", "created_at"],
+    "stories": ["id", "guild_id", "channel_id", "title", "premise", "genre", "status", "summary",
+                "summary_upto", "created_by", "created_at", "ended_at"],
+    "story_segments": ["id", "story_id", "channel_id", "author_id", "text", "position", "source",
+                       "generation_id", "message_id", "created_at"],
+}  # fmt: skip
+
+
+async def schema(store: Store) -> dict[str, list[str]]:
+    tables = await store.fetchall(
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+    )
+    out = {}
+    for row in tables:
+        cols = await store.fetchall(f"PRAGMA table_info({row['name']})")
+        out[row["name"]] = [c["name"] for c in cols]
+    return out
+
+
+def gen(**overrides: object) -> NewGeneration:
+    values: dict[str, object] = dict(
+        channel_id=10, user_id=20, command="poem", prompt={"topic": "rain"}, params={},
+        model="m", output="text", finish_reason="stop", prompt_tokens=3,
+        completion_tokens=4, queued_ms=1, generation_ms=2,
+    )  # fmt: skip
+    values.update(overrides)
+    return NewGeneration(**values)  # type: ignore[arg-type]
+
+
+async def test_fresh_database_has_exactly_the_schema(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db.sqlite3") as store:
+        assert await schema(store) == EXPECTED_SCHEMA
+        journal = await store.fetchall("PRAGMA journal_mode")
+        assert journal[0][0] == "wal"
+        fks = await store.fetchall("PRAGMA foreign_keys")
+        assert fks[0][0] == 1
+
+
+async def test_database_file_is_private(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db.sqlite3"):
+        pass
+    assert stat.S_IMODE(os.stat(tmp_path / "db.sqlite3").st_mode) == 0o600
+
+
+async def test_upgrading_twice_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    async with Store.open(path) as store:
+        first = await schema(store)
+        status = await store.migration_status()
+        assert await store.upgrade() == []
+    async with Store.open(path) as store:
+        assert await schema(store) == first
+        assert await store.migration_status() == status
+        assert all(s.applied_at for s in status)
+
+
+async def test_broken_migration_rolls_back(tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    (migrations / "9998_ok_part.sql").write_text("CREATE TABLE extra (id INTEGER);\n")
+    (migrations / "9999_broken.sql").write_text(
+        "CREATE TABLE half (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"
+    )
+    path = tmp_path / "db.sqlite3"
+    with pytest.raises(MigrationError, match="9999_broken failed"):
+        async with Store.open(path, migrations_dir=migrations):
+            pass
+    async with Store.open(path, migrate=False, migrations_dir=migrations) as store:
+        tables = set(await schema(store))
+        assert "extra" in tables  # the good migration before it stays applied
+        assert "half" not in tables  # the broken one left nothing behind
+        states = {s.migration.label: s.applied_at for s in await store.migration_status()}
+        assert states["9998_ok_part"] is not None
+        assert states["9999_broken"] is None
+
+
+async def test_unknown_migration_is_refused(tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    (migrations / "9999_future.sql").write_text("CREATE TABLE future (id INTEGER);\n")
+    path = tmp_path / "db.sqlite3"
+    async with Store.open(path, migrations_dir=migrations):
+        pass
+    with pytest.raises(
+        MigrationError, match="9999_future that this version of LLMOS does not know"
+    ):
+        async with Store.open(path):
+            pass
+
+
+async def test_output_alternatives_and_message(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db.sqlite3") as store:
+        output_id, first = await store.save_output(gen())
+        second = await store.add_alternative(
+            output_id, gen(output="again", refines_id=first, refine_kind="regenerate")
+        )
+        await store.set_output_message(output_id, 555)
+        record = await store.get_generation(second)
+        assert record is not None
+        assert (record.output, record.refines_id, record.message_id) == ("again", first, 555)
+        assert record.prompt == {"topic": "rain"}
+        rows = await store.fetchall("SELECT chosen_id FROM outputs WHERE id = ?", (output_id,))
+        assert rows[0]["chosen_id"] == second
+
+
+async def test_settings_channel_overrides_guild(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db.sqlite3") as store:
+        await store.set_setting("guild", 1, "temperature", 0.5)
+        await store.set_setting("guild", 1, "mode", "chat")
+        await store.set_setting("channel", 2, "temperature", 0.9, guild_id=1)
+        assert await store.get_settings(1, 2) == {"temperature": 0.9, "mode": "chat"}
+        await store.reset_settings("channel", 2)
+        assert await store.get_settings(1, 2) == {"temperature": 0.5, "mode": "chat"}
+
+
+async def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "db.sqlite3") as store:
+        with pytest.raises(Exception, match="FOREIGN KEY"):
+            await store.save_output(gen(refines_id=999_999))
+        assert await store.fetchall("SELECT * FROM outputs") == []
+        assert await store.fetchall("SELECT * FROM generations") == []
