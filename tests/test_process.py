@@ -138,3 +138,22 @@ def _rows(db: Path) -> list[tuple[int, str]]:
         return conn.execute(
             "SELECT o.message_id, g.output FROM generations g JOIN outputs o ON o.id = g.output_id"
         ).fetchall()
+
+
+async def test_db_status_and_upgrade_commands(tmp_path: Path) -> None:
+    env = bot_env(None, tmp_path / "cli.sqlite3")
+
+    async def run(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "db", *args, cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    assert re.search(r"^0001_initial\s+pending$", await run("status"), re.M)
+    upgraded = await run("upgrade")
+    assert upgraded.startswith("applied 0001_initial")
+    assert re.search(r"^0001_initial\s+\d{4}-\d\d-\d\dT", await run("status"), re.M)
+    assert "already up to date" in await run("upgrade")

@@ -228,6 +228,7 @@ class GenerationQueue:
         # A hung engine call is abandoned this long after the latest deadline of its requests.
         self.hang_grace = hang_grace
         self._threads_started = 0
+        self._inflight: asyncio.Future[list[EngineOutput | BaseException]] | None = None
         self._waiting: OrderedDict[int, deque[GenerationHandle]] = OrderedDict()
         self._running: set[GenerationHandle] = set()
         self._wakeup = asyncio.Event()
@@ -355,6 +356,7 @@ class GenerationQueue:
         loop = asyncio.get_running_loop()
         began = time.monotonic()
         future = loop.run_in_executor(self._executor, self.engine.generate, batch)
+        self._inflight = future
         hang_after = max(h._deadline or began for h in batch) - began + self.hang_grace
         try:
             outputs = await asyncio.wait_for(asyncio.shield(future), hang_after)
@@ -406,6 +408,9 @@ class GenerationQueue:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        if self._inflight is not None and not self._inflight.done():
+            # A well-behaved engine returns at the next token; a hung one is not waited for.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._inflight), 5.0)
         if self._executor is not None:
-            # Do not wait for a hung engine; a well-behaved one returns at the next token.
             self._executor.shutdown(wait=False, cancel_futures=True)
