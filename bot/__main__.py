@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, secrets=[settings.discord_token or ""])
+    setup_logging(
+        settings.log_level, secrets=[settings.discord_token or "", settings.openai_api_key or ""]
+    )
     try:
         if args.command == "db":
             return asyncio.run(db_command(settings, args.action))

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-ENGINES = ("auto", "sequential")
+ENGINES = ("auto", "sequential", "batched", "openai")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SYNC_RE = re.compile(r"^(global|off|guild:\d{15,21})$")
 
@@ -45,11 +45,16 @@ class Settings:
     max_batch: int = 8
     generation_timeout: float = 120.0
     max_new_tokens: int = 200
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_model: str | None = None
+    openai_max_retries: int = 2
 
     def __repr__(self) -> str:  # the token must never reach a log line, even via repr()
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        if shown["discord_token"]:
-            shown["discord_token"] = "***"
+        for secret in ("discord_token", "openai_api_key"):
+            if shown[secret]:
+                shown[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @property
@@ -114,12 +119,19 @@ def _nonempty(key: str) -> Callable[[str], str]:
     return parse
 
 
-def _token(raw: str) -> str | None:
+def _optional(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _url(raw: str) -> str | None:
+    value = raw.strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"OPENAI_BASE_URL={raw!r} must start with http:// or https://.")
+    return value.rstrip("/") or None
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    "DISCORD_TOKEN": _token,
+    "DISCORD_TOKEN": _optional,
     "MODEL": _nonempty("MODEL"),
     "DEVICE": _choice("DEVICE", DEVICES),
     "DTYPE": _choice("DTYPE", DTYPES),
@@ -133,6 +145,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "MAX_BATCH": _int("MAX_BATCH", 1, 256),
     "GENERATION_TIMEOUT": _float("GENERATION_TIMEOUT", 1.0, 3600.0),
     "MAX_NEW_TOKENS": _int("MAX_NEW_TOKENS", 16, 4096),
+    "OPENAI_BASE_URL": _url,
+    "OPENAI_API_KEY": _optional,
+    "OPENAI_MODEL": _optional,
+    "OPENAI_MAX_RETRIES": _int("OPENAI_MAX_RETRIES", 0, 10),
 }
 
 

@@ -16,6 +16,7 @@ import torch
 
 from bot.app import LLMOSBot
 from bot.config import load_settings
+from bot.generation.batched import BatchedEngine
 from bot.generation.engine import TransformersEngine
 from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
@@ -94,7 +95,7 @@ async def world(
     settings = load_settings(
         {"DISCORD_TOKEN": emu.token, "SYNC_COMMANDS": "global"}, dotenv_path=None
     )
-    engine = TransformersEngine(embedded.model, embedded.tokenizer, model_name=embedded.name)
+    engine = BatchedEngine(embedded.model, embedded.tokenizer, model_name=embedded.name)
     async with contextlib.AsyncExitStack() as stack:
         db_path = tmp_path_factory.mktemp("db") / "llmos.sqlite3"
         store = await stack.enter_async_context(Store.open(db_path))

@@ -202,3 +202,21 @@ async def test_batches_up_to_max_batch() -> None:
         for handle in [first, *rest]:
             await handle.result()
     assert engine.calls == [1, 3, 2]
+
+
+async def test_concurrent_engine_takes_new_requests_while_others_run() -> None:
+    engine = ScriptedEngine(delay=0.05, max_batch=3)
+    engine.concurrent = True
+    words = " ".join(f"w{i}" for i in range(40))
+    async with GenerationQueue(engine, max_pending_per_user=10) as queue:
+        long = queue.submit(request(1, words))
+        await long.wait_started()
+        short = queue.submit(request(2, "quick one"))
+        assert (await short.result()).text == "quick one"
+        assert not long.done  # the short request did not wait for the long one
+        extra = [queue.submit(request(u, "x y")) for u in (3, 4, 5)]
+        await asyncio.sleep(0.01)
+        assert sum(h.started for h in extra) == 2  # max_batch=3 in flight, one is the long one
+        await long.result()
+        for handle in extra:
+            await handle.result()

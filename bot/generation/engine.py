@@ -39,8 +39,11 @@ class Engine(ABC):
     """Turns jobs into text. Subclasses set `model_name`, `max_batch` and `context_length`."""
 
     model_name: str = "unknown"
-    max_batch: int = 1
+    max_batch: int = 1  # most requests in flight at once
     context_length: int = 2048
+    # False: the queue waits for one `generate` call to end before the next (a local model).
+    # True: calls overlap, up to `max_batch` requests in all (a server that batches itself).
+    concurrent: bool = False
 
     @abstractmethod
     def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:

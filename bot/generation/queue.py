@@ -8,7 +8,9 @@ Promises:
 - Fair: waiting requests are served round-robin across users, so one user's ten requests
   do not starve another user's one. Within a user, first come first served.
 - Up to `engine.max_batch` requests are handed to the engine together; the engine decides how
-  to run them (one by one, or as one batch).
+  to run them (one by one, or as one batch). A local engine gets one call at a time; an engine
+  marked `concurrent` (a remote server) gets new calls while others run, up to `max_batch`
+  requests in flight.
 - Cancelling a waiting request removes it at once; cancelling a running one stops it at the
   next token. A request running longer than its timeout stops the same way and ends with
   `GenerationTimeout` (carrying the partial text). Cancelling the task that iterates a handle
@@ -229,6 +231,7 @@ class GenerationQueue:
         self.hang_grace = hang_grace
         self._threads_started = 0
         self._inflight: asyncio.Future[list[EngineOutput | BaseException]] | None = None
+        self._batches: set[asyncio.Task[None]] = set()  # concurrent engines only
         self._waiting: OrderedDict[int, deque[GenerationHandle]] = OrderedDict()
         self._running: set[GenerationHandle] = set()
         self._wakeup = asyncio.Event()
@@ -252,8 +255,9 @@ class GenerationQueue:
 
     def _new_executor(self) -> ThreadPoolExecutor:
         self._threads_started += 1
+        workers = self.engine.max_batch if self.engine.concurrent else 1
         return ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"generation-{self._threads_started}"
+            max_workers=workers, thread_name_prefix=f"generation-{self._threads_started}"
         )
 
     # -- submitting ------------------------------------------------------------------------------
@@ -335,11 +339,20 @@ class GenerationQueue:
         try:
             while True:
                 await self._wakeup.wait()
-                batch = self._take(self.engine.max_batch)
-                if not batch:
-                    self._wakeup.clear()
-                    continue
-                await self._run_batch(batch)
+                self._wakeup.clear()
+                while self._waiting and len(self._running) < self.engine.max_batch:
+                    batch = self._take(self.engine.max_batch - len(self._running))
+                    for handle in batch:
+                        handle._start(handle.request.timeout or self.timeout)
+                        self._running.add(handle)
+                    if not self.engine.concurrent:
+                        await self._run_batch(batch)
+                        continue
+                    # A concurrent engine (a remote server, a continuous-batching loop) takes
+                    # new requests while others run: each batch is its own task.
+                    task = asyncio.create_task(self._run_batch(batch))
+                    self._batches.add(task)
+                    task.add_done_callback(self._batch_done)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug in the scheduler: nobody may hang on it
@@ -348,10 +361,12 @@ class GenerationQueue:
             self._fail_everyone(lambda: EngineFailure(detail))
             raise
 
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._wakeup.set()  # room for more
+
     async def _run_batch(self, batch: list[GenerationHandle]) -> None:
-        for handle in batch:
-            handle._start(handle.request.timeout or self.timeout)
-            self._running.add(handle)
+        """Run started requests through the engine and deliver each one's outcome."""
         assert self._executor is not None
         loop = asyncio.get_running_loop()
         began = time.monotonic()
@@ -364,8 +379,9 @@ class GenerationQueue:
             log.error("engine call hung for %.0f s; abandoning its thread", hang_after)
             # The stuck thread cannot be killed; it is left to finish on its own and a fresh
             # thread serves the next requests.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._new_executor()
+            if not self.engine.concurrent:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
             for handle in batch:
                 handle._fail(GenerationTimeout("engine hung", partial_text=handle.text))
             return
@@ -404,10 +420,11 @@ class GenerationQueue:
         for handle in running:
             handle._stop.set()  # the engine stops them at the next token
         self._fail_everyone(lambda: ShuttingDown("shutting down"))
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        for task in [self._worker, *self._batches]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._inflight is not None and not self._inflight.done():
             # A well-behaved engine returns at the next token; a hung one is not waited for.
             with contextlib.suppress(Exception):
