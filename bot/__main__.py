@@ -87,6 +87,7 @@ async def run_bot(settings: Settings) -> int:
                     "Portal (Bot > Privileged Gateway Intents) and start again."
                 )
                 return 1
+        engine.close()
     log.info("Stopped cleanly")
     return 0
 

@@ -4,14 +4,16 @@
 
 Everything runs in one process on one loaded model with the same prompts, so the ratios are
 measured side by side. Per method and concurrency it prints tokens/s, the ratio to the
-sequential baseline, time to first token p50/p95, total time, peak RSS and the event loop's
-worst stall, and saves JSON and a PNG chart under `bench/results/`.
+sequential baseline, time to first token p50/p95, total time, peak RSS, the event loop's
+worst stall, and how many greedy outputs are identical to the same request run alone; it saves
+JSON and a PNG chart under `bench/results/`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import platform
 import statistics
@@ -27,6 +29,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from bot.config import load_settings
 from bot.generation.batched import BatchedEngine
+from bot.generation.continuous import ContinuousEngine
 from bot.generation.engine import Engine, TransformersEngine, generation_kwargs
 from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
@@ -53,6 +56,7 @@ class Row:
     ttft_p95: float
     peak_rss_mb: float
     worst_stall_ms: float
+    same_as_alone: int  # greedy outputs identical to the baseline's (each request alone)
 
 
 def requests_for(n: int, max_new_tokens: int) -> list[GenerationRequest]:
@@ -112,17 +116,22 @@ class _FirstToken(BaseStreamer):
         pass
 
 
-def baseline(
-    loaded: LoadedModel, requests: list[GenerationRequest]
-) -> tuple[int, float, list[float]]:
+@dataclass
+class Run:
+    texts: list[str]
+    tokens: int
+    seconds: float
+    ttfts: list[float]
+
+
+def baseline(loaded: LoadedModel, requests: list[GenerationRequest]) -> Run:
     """The original design: one `model.generate` per request, one after another."""
     engine = TransformersEngine(loaded.model, loaded.tokenizer, model_name=loaded.name)
     start = time.perf_counter()
-    ttfts: list[float] = []
-    tokens = 0
+    run = Run([], 0, 0.0, [])
     for request in requests:
         ids = engine.encode(request)
-        streamer = _FirstToken(lambda: ttfts.append(time.perf_counter() - start))
+        streamer = _FirstToken(lambda: run.ttfts.append(time.perf_counter() - start))
         with torch.inference_mode():
             out = loaded.model.generate(
                 input_ids=ids.to(loaded.model.device),
@@ -130,30 +139,64 @@ def baseline(
                 streamer=streamer,
                 **generation_kwargs(request, loaded.tokenizer),
             )
-        tokens += out.shape[1] - ids.shape[1]
-    return tokens, time.perf_counter() - start, ttfts
+        new = out[0, ids.shape[1] :]
+        run.texts.append(loaded.tokenizer.decode(new, skip_special_tokens=True))
+        run.tokens += len(new)
+    run.seconds = time.perf_counter() - start
+    return run
 
 
-async def through_queue(
-    engine: Engine, requests: list[GenerationRequest]
-) -> tuple[int, float, list[float], Monitor]:
-    async with (
-        Monitor() as monitor,
-        GenerationQueue(engine, max_queue=1000, max_pending_per_user=1000, timeout=600) as queue,
-    ):
+async def through_queue(engine: Engine, requests: list[GenerationRequest]) -> Run:
+    """All requests submitted at once to the queue in front of `engine`."""
+    async with GenerationQueue(
+        engine, max_queue=1000, max_pending_per_user=1000, timeout=600
+    ) as queue:
         start = time.perf_counter()
 
-        async def one(request: GenerationRequest) -> tuple[int, float]:
+        async def one(request: GenerationRequest) -> tuple[str, int, float]:
             handle = queue.submit(request)
             first = None
             async for _ in handle:
                 first = first or time.perf_counter() - start
             result = await handle.result()
-            return result.completion_tokens, first or time.perf_counter() - start
+            return result.text, result.completion_tokens, first or time.perf_counter() - start
 
         done = await asyncio.gather(*(one(r) for r in requests))
         seconds = time.perf_counter() - start
-    return sum(t for t, _ in done), seconds, [f for _, f in done], monitor
+    return Run([d[0] for d in done], sum(d[1] for d in done), seconds, [d[2] for d in done])
+
+
+def make_engines(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, Engine]:
+    engines: dict[str, Engine] = {}
+    for name in args.engines:
+        if name == "sequential":
+            engines[name] = TransformersEngine(
+                loaded.model, loaded.tokenizer, model_name=loaded.name
+            )
+        elif name == "batched":
+            engines[name] = BatchedEngine(
+                loaded.model, loaded.tokenizer, model_name=loaded.name, max_batch=args.max_batch
+            )
+        elif name == "continuous":
+            # its own copy: the manager switches the model's attention implementation
+            engines[name] = ContinuousEngine(
+                copy.deepcopy(loaded.model), loaded.tokenizer, model_name=loaded.name,
+                max_batch=args.max_batch, memory_fraction=args.memory_fraction,
+            )  # fmt: skip
+        else:
+            raise SystemExit(f"unknown engine {name!r}: use sequential, batched or continuous")
+    return engines
+
+
+def row(method: str, n: int, run: Run, base: Run, monitor: Monitor) -> Row:
+    tps = run.tokens / run.seconds
+    return Row(
+        method=method, concurrency=n, tokens=run.tokens, seconds=run.seconds, tokens_per_s=tps,
+        ratio=tps / (base.tokens / base.seconds), ttft_p50=statistics.median(run.ttfts),
+        ttft_p95=p95(run.ttfts), peak_rss_mb=monitor.peak_rss / 2**20,
+        worst_stall_ms=monitor.worst_stall * 1000,
+        same_as_alone=sum(a == b for a, b in zip(run.texts, base.texts, strict=True)),
+    )  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
@@ -162,36 +205,28 @@ async def run(args: argparse.Namespace) -> list[Row]:
         args.model or settings.model, device=settings.device, dtype=settings.dtype,
         cache_dir=settings.model_cache_dir,
     )  # fmt: skip
-    engines: dict[str, Engine] = {
-        "sequential": TransformersEngine(loaded.model, loaded.tokenizer, model_name=loaded.name),
-        "batched": BatchedEngine(
-            loaded.model, loaded.tokenizer, model_name=loaded.name, max_batch=args.max_batch
-        ),
-    }
+    engines = make_engines(loaded, args)
     rows: list[Row] = []
-    # warm-up: the first generate call pays one-off costs
-    baseline(loaded, requests_for(1, 8))
+    baseline(loaded, requests_for(1, 8))  # warm-up: the first call pays one-off costs
     for n in args.concurrency:
         requests = requests_for(n, args.max_new_tokens)
-        monitor = Monitor()
-        async with monitor:
-            tokens, seconds, ttfts = await asyncio.to_thread(baseline, loaded, requests)
-        base_tps = tokens / seconds
-        rows.append(Row("baseline", n, tokens, seconds, base_tps, 1.0, statistics.median(ttfts),
-                        p95(ttfts), monitor.peak_rss / 2**20, 0.0))  # fmt: skip
+        async with Monitor() as monitor:
+            base = await asyncio.to_thread(baseline, loaded, requests)
+        rows.append(row("baseline", n, base, base, monitor))
         print(_format(rows[-1]), flush=True)
-        for name in args.engines:
-            tokens, seconds, ttfts, mon = await through_queue(engines[name], requests)
-            rows.append(Row(name, n, tokens, seconds, tokens / seconds, tokens / seconds / base_tps,
-                            statistics.median(ttfts), p95(ttfts), mon.peak_rss / 2**20,
-                            mon.worst_stall * 1000))  # fmt: skip
+        for name, engine in engines.items():
+            async with Monitor() as monitor:
+                result = await through_queue(engine, requests)
+            rows.append(row(name, n, result, base, monitor))
             print(_format(rows[-1]), flush=True)
+    for engine in engines.values():
+        engine.close()
     return rows
 
 
 HEADER = (
     f"{'method':<11}{'conc':>5}{'tokens':>8}{'tok/s':>8}{'ratio':>7}{'ttft p50':>10}"
-    f"{'ttft p95':>10}{'total s':>9}{'rss MB':>8}{'stall ms':>10}"
+    f"{'ttft p95':>10}{'total s':>9}{'rss MB':>8}{'stall ms':>10}{'same':>6}"
 )
 
 
@@ -199,7 +234,7 @@ def _format(r: Row) -> str:
     return (
         f"{r.method:<11}{r.concurrency:>5}{r.tokens:>8}{r.tokens_per_s:>8.1f}{r.ratio:>6.2f}x"
         f"{r.ttft_p50:>9.2f}s{r.ttft_p95:>9.2f}s{r.seconds:>9.1f}{r.peak_rss_mb:>8.0f}"
-        f"{r.worst_stall_ms:>10.1f}"
+        f"{r.worst_stall_ms:>10.1f}{r.same_as_alone:>4}/{r.concurrency:<2}"
     )
 
 
@@ -239,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
                         type=lambda s: [int(x) for x in s.split(",")])  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--engines", default="sequential,batched", type=lambda s: s.split(","))
+    parser.add_argument(
+        "--engines", default="sequential,batched,continuous", type=lambda s: s.split(",")
+    )
+    parser.add_argument("--memory-fraction", type=float, default=0.1)
     parser.add_argument("--model", default=None, help="overrides MODEL")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-ENGINES = ("auto", "sequential", "batched", "openai")
+ENGINES = ("auto", "sequential", "batched", "continuous", "openai")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SYNC_RE = re.compile(r"^(global|off|guild:\d{15,21})$")
 
@@ -45,6 +45,7 @@ class Settings:
     max_batch: int = 8
     generation_timeout: float = 120.0
     max_new_tokens: int = 200
+    continuous_memory_fraction: float = 0.1
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     openai_model: str | None = None
@@ -145,6 +146,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "MAX_BATCH": _int("MAX_BATCH", 1, 256),
     "GENERATION_TIMEOUT": _float("GENERATION_TIMEOUT", 1.0, 3600.0),
     "MAX_NEW_TOKENS": _int("MAX_NEW_TOKENS", 16, 4096),
+    "CONTINUOUS_MEMORY_FRACTION": _float("CONTINUOUS_MEMORY_FRACTION", 0.01, 0.95),
     "OPENAI_BASE_URL": _url,
     "OPENAI_API_KEY": _optional,
     "OPENAI_MODEL": _optional,

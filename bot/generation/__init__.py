@@ -6,6 +6,7 @@ import logging
 
 from bot.config import Settings
 from bot.generation.batched import BatchedEngine
+from bot.generation.continuous import ContinuousEngine
 from bot.generation.engine import Engine, TransformersEngine
 from bot.generation.loader import load_model
 from bot.generation.remote import OpenAIEngine
@@ -16,8 +17,9 @@ log = logging.getLogger(__name__)
 def build_engine(settings: Settings) -> Engine:
     """Load the configured model and wrap it in the configured engine (blocking; seconds).
 
-    `ENGINE=auto` is the batched engine: on CPU it measured 4-6x the tokens/s of one request
-    at a time at 8 concurrent requests (see `python -m bot.bench`).
+    `ENGINE=auto` is the batched engine: on the 2-core dev CPU it gave 7.6x the tokens/s of
+    one request at a time at 8 concurrent requests (`python -m bot.bench`). Continuous
+    batching is for GPUs; no GPU run has decided between the two there yet.
     """
     if settings.engine == "openai":
         assert settings.openai_base_url and settings.openai_model
@@ -40,6 +42,12 @@ def build_engine(settings: Settings) -> Engine:
     log.info("Engine: %s (max batch %d)", kind, settings.max_batch)
     if kind == "sequential":
         return TransformersEngine(loaded.model, loaded.tokenizer, model_name=loaded.name)
+    if kind == "continuous":
+        return ContinuousEngine(
+            loaded.model, loaded.tokenizer, model_name=loaded.name,
+            max_batch=settings.max_batch,
+            memory_fraction=settings.continuous_memory_fraction,
+        )  # fmt: skip
     return BatchedEngine(
         loaded.model, loaded.tokenizer, model_name=loaded.name, max_batch=settings.max_batch
     )
