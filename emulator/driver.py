@@ -84,6 +84,61 @@ class Emulator(DiscordEmulator):
         await self._notify()
         return message
 
+    async def edit(self, message: Message, content: str) -> None:
+        """The author edits their message."""
+        self._apply_edit(message, {"content": content})
+        payload = message.payload()
+        await self.dispatch("MESSAGE_UPDATE", payload)
+        await self._notify()
+
+    async def delete(self, message: Message) -> None:
+        """The author (or a moderator) deletes a message."""
+        await self._delete_message({}, None, str(message.channel_id), str(message.id))  # type: ignore[arg-type]
+        await self._notify()
+
+    async def context_menu(self, user: User, target: Message, command: str) -> Interaction:
+        """`user` runs the message command `command` ("Critique this") on `target`."""
+        channel = self.channels[target.channel_id]
+        registered = self._find_command(channel.guild_id, command, kind=3)
+        data = {"id": registered["id"], "name": command, "type": 3, "target_id": str(target.id),
+                "resolved": {"messages": {str(target.id): target.payload()}}}  # fmt: skip
+        return await self._interact(user, channel, 2, data)
+
+    def _component(self, message: Message, custom_id: str) -> dict[str, Any]:
+        for row in message.components:
+            for component in row.get("components", []):
+                if component.get("custom_id") == custom_id:
+                    return component
+        raise LookupError(f"message {message.id} has no component {custom_id!r}")
+
+    async def click(self, user: User, message: Message, custom_id: str) -> Interaction:
+        """`user` clicks the button `custom_id` on `message`."""
+        component = self._component(message, custom_id)
+        if component.get("disabled"):
+            raise LookupError(f"button {custom_id!r} is disabled")
+        data = {"custom_id": custom_id, "component_type": 2, "_message_id": message.id}
+        return await self._interact(user, self.channels[message.channel_id], 3, data)
+
+    async def select(
+        self, user: User, message: Message, custom_id: str, values: list[str]
+    ) -> Interaction:
+        """`user` picks `values` in the select menu `custom_id` on `message`."""
+        self._component(message, custom_id)
+        data = {"custom_id": custom_id, "component_type": 3, "values": values,
+                "_message_id": message.id}  # fmt: skip
+        return await self._interact(user, self.channels[message.channel_id], 3, data)
+
+    async def submit_modal(self, user: User, shown_by: Interaction, **fields: str) -> Interaction:
+        """`user` fills in and submits the modal that the bot showed in answer to `shown_by`."""
+        if shown_by.modal is None:
+            raise LookupError("the bot showed no modal for that interaction")
+        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]}
+                for k, v in fields.items()]  # fmt: skip
+        data: dict[str, Any] = {"custom_id": shown_by.modal["custom_id"], "components": rows}
+        if "_message_id" in shown_by.data:
+            data["_message_id"] = shown_by.data["_message_id"]
+        return await self._interact(user, self.channels[shown_by.channel_id], 5, data)
+
     def original(self, interaction: Interaction) -> Message | None:
         """The interaction's original response message, once there is one."""
         if interaction.original_id is None:

@@ -16,7 +16,9 @@ import contextlib
 import json
 import secrets
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -40,6 +42,17 @@ from emulator.state import (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+@dataclass
+class Fault:
+    method: str
+    path_prefix: str
+    status: int
+    delay: float
+    times: int
+    retry_after: float
+    hits: int = 0
 
 
 class DiscordError(Exception):
@@ -72,6 +85,9 @@ class DiscordEmulator:
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global)
         self.interactions: dict[int, Interaction] = {}
         self.errors: list[str] = []  # unknown routes and refused requests: bugs to report
+        self.faults: list[Fault] = []
+        # called with ("create" | "edit" | "delete", message) for every change to a message
+        self.listeners: list[Callable[[str, Message], None]] = []
         self.requests: list[tuple[str, str]] = []
         self._changed = asyncio.Condition()
         self._sockets: set[web.WebSocketResponse] = set()
@@ -79,6 +95,7 @@ class DiscordEmulator:
         self._session_id = secrets.token_hex(8)
         self._sent: list[dict[str, Any]] = []  # dispatches, for RESUME
         self.identified = asyncio.Event()
+        self.resumes = 0  # successful RESUMEs after a dropped connection
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -176,6 +193,10 @@ class DiscordEmulator:
 
         return await asyncio.wait_for(waiter(), timeout)
 
+    def _tell(self, change: str, message: Message) -> None:
+        for listener in self.listeners:
+            listener(change, message)
+
     def channel_messages(self, channel_id: int) -> list[Message]:
         return [m for m in self.messages.values() if m.channel_id == channel_id and not m.deleted]
 
@@ -208,6 +229,12 @@ class DiscordEmulator:
                 await self._send_ready()
                 self.identified.set()
             elif op == 6:
+                if frame["d"].get("token") != self.token or (
+                    frame["d"].get("session_id") != self._session_id
+                ):
+                    await ws.close(code=4009, message=b"Session timed out")
+                    break
+                self.resumes += 1
                 last = frame["d"].get("seq") or 0
                 self._sockets.add(ws)
                 for missed in [f for f in self._sent if f["s"] > last]:
@@ -235,6 +262,28 @@ class DiscordEmulator:
             self._sockets.discard(ws)
             await ws.close(code=4000, message=b"emulated drop")
 
+    # -- faults --------------------------------------------------------------------------------
+
+    def inject_fault(
+        self, method: str, path_prefix: str, *, status: int = 0, delay: float = 0.0,
+        times: int = 1, retry_after: float = 0.2,
+    ) -> Fault:  # fmt: skip
+        """Make the next `times` matching requests fail with `status` and/or wait `delay` s.
+
+        `path_prefix` matches the start of the path under /api/v10 (`"/webhooks/"`, say).
+        """
+        fault = Fault(method, path_prefix, status, delay, times, retry_after)
+        self.faults.append(fault)
+        return fault
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.times > 0 and fault.method == method and path.startswith(fault.path_prefix):
+                fault.times -= 1
+                fault.hits += 1
+                return fault
+        return None
+
     # -- REST ------------------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.Response:
@@ -244,14 +293,28 @@ class DiscordEmulator:
             path.startswith(("/webhooks/", "/interactions/"))
         ):
             return _json({"code": 0, "message": "401: Unauthorized"}, 401)
+        fault = self._take_fault(request.method, path)
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status:
+                headers = {"Content-Type": "application/json"}
+                body: dict[str, Any] = {"code": 0, "message": f"emulated {fault.status}"}
+                if fault.status == 429:
+                    body |= {"retry_after": fault.retry_after, "global": False}
+                    headers |= {"Retry-After": str(fault.retry_after),
+                                "X-RateLimit-Scope": "user"}  # fmt: skip
+                return web.Response(
+                    body=json.dumps(body).encode(), status=fault.status, headers=headers
+                )
         handler, params = self._route(request.method, path)
         if handler is None:
             self.errors.append(f"unknown route {request.method} {path}")
             return _json({"code": 0, "message": f"emulator: unknown route {request.method} "
                           f"{path}"}, 404)  # fmt: skip
         try:
-            body = await self._body(request)
-            result = await handler(body, request, *params)
+            payload = await self._body(request)
+            result = await handler(payload, request, *params)
         except DiscordError as err:
             self.errors.append(f"{request.method} {path}: {err.status} {err.message}")
             return _json({"code": err.code, "message": err.message}, err.status)
@@ -313,6 +376,8 @@ class DiscordEmulator:
             ("PATCH", "/channels/*/messages/*"): self._edit_message,
             ("DELETE", "/channels/*/messages/*"): self._delete_message,
             ("POST", "/channels/*/typing"): self._typing,
+            ("PUT", "/channels/*/messages/*/reactions/*/@me"): self._add_own_reaction,
+            ("DELETE", "/channels/*/messages/*/reactions/*/@me"): self._remove_own_reaction,
         }
 
     # -- REST handlers ---------------------------------------------------------------------------
@@ -390,6 +455,7 @@ class DiscordEmulator:
         )  # fmt: skip
         message.pinged = pings(message.content, message.allowed_mentions)
         self.messages[message.id] = message
+        self._tell("create", message)
         return message
 
     def _attachments(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -426,6 +492,7 @@ class DiscordEmulator:
         message.pinged += pings(message.content, message.allowed_mentions)
         message.edited_at = time.time()
         message.edit_times.append(time.monotonic())
+        self._tell("edit", message)
 
     async def _create_message(
         self, body: dict[str, Any], request: web.Request, channel: str
@@ -460,12 +527,52 @@ class DiscordEmulator:
     ) -> None:
         message = self._message(mid)
         message.deleted = True
+        self._tell("delete", message)
         await self.dispatch(
             "MESSAGE_DELETE", {"id": mid, "channel_id": channel, "guild_id": str(message.guild_id)}
         )
 
     async def _typing(self, body: Any, request: web.Request, channel: str) -> None:
         return None
+
+    async def _add_own_reaction(
+        self, body: Any, request: web.Request, channel: str, mid: str, emoji: str
+    ) -> None:
+        await self.react(self.bot_user, self._message(mid), urllib.parse.unquote(emoji))
+
+    async def _remove_own_reaction(
+        self, body: Any, request: web.Request, channel: str, mid: str, emoji: str
+    ) -> None:
+        await self.unreact(self.bot_user, self._message(mid), urllib.parse.unquote(emoji))
+
+    async def react(self, user: User, message: Message, emoji: str) -> None:
+        """`user` adds the reaction `emoji` (a unicode emoji) to `message`."""
+        users = message.reactions.setdefault(emoji, set())
+        if user.id in users:
+            return
+        users.add(user.id)
+        data = {"user_id": str(user.id), "channel_id": str(message.channel_id),
+                "message_id": str(message.id), "emoji": {"id": None, "name": emoji},
+                "type": 0, "burst": False, "message_author_id": str(message.author.id)}  # fmt: skip
+        if message.guild_id is not None:
+            data["guild_id"] = str(message.guild_id)
+            data["member"] = self.guilds[message.guild_id].members[user.id].payload()
+        await self.dispatch("MESSAGE_REACTION_ADD", data)
+        await self._notify()
+
+    async def unreact(self, user: User, message: Message, emoji: str) -> None:
+        """`user` removes their reaction `emoji` from `message`."""
+        users = message.reactions.get(emoji, set())
+        if user.id not in users:
+            return
+        users.discard(user.id)
+        data = {"user_id": str(user.id), "channel_id": str(message.channel_id),
+                "message_id": str(message.id), "emoji": {"id": None, "name": emoji},
+                "type": 0, "burst": False}  # fmt: skip
+        if message.guild_id is not None:
+            data["guild_id"] = str(message.guild_id)
+        await self.dispatch("MESSAGE_REACTION_REMOVE", data)
+        await self._notify()
 
     # -- interactions ----------------------------------------------------------------------------
 

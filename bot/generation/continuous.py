@@ -148,6 +148,9 @@ class ContinuousEngine(TransformersEngine):
         return [outputs[job.request.id] for job in jobs]
 
     def close(self) -> None:
+        """Stop the loop and free its KV cache."""
         self._closed.set()
         if self._manager is not None:
             self._manager.stop(block=True)
+            self.model.destroy_cached_continuous_batching_manager()
+            self._manager = None
