@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint format db-status db-upgrade clean
+.PHONY: run playground test bench lint format db-status db-upgrade clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(PY) -m bot
+
+playground: $(STAMP)
+	$(PY) -m bot playground
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -35,40 +35,25 @@ LLMOS needs a Discord bot token to connect, and none is set (DISCORD_TOKEN).
   5. Run `make run` again. For quick tests, SYNC_COMMANDS=guild:<your server id> makes new
      commands appear at once instead of within an hour.
 
-The model and everything else work without a token: `make test` runs the whole bot against
-a local Discord emulator.
+No token yet? `make playground` runs the bot against a local Discord emulator in this
+terminal: type /poem topic: autumn rain form: haiku and watch it write.
 """
 
 
 async def run_bot(settings: Settings) -> int:
     """Run until Discord disconnects or a signal arrives; returns the exit status."""
     from bot.app import LLMOSBot
-    from bot.generation import build_engine
     from bot.generation.loader import ModelLoadError
-    from bot.generation.queue import GenerationQueue
-    from bot.services import Services
+    from bot.services import open_services
 
     assert settings.discord_token is not None
-    async with Store.open(settings.database_path) as store:
-        log.info("Database ready at %s", settings.database_path)
-        try:
-            engine = await asyncio.to_thread(build_engine, settings)
-        except ModelLoadError as exc:
-            log.error("%s", exc)
-            return 1
-        async with GenerationQueue(
-            engine,
-            max_queue=settings.max_queue,
-            max_pending_per_user=settings.max_pending_per_user,
-            timeout=settings.generation_timeout,
-        ) as queue:
-            bot = LLMOSBot(Services(settings, store, queue))
-            stopping = asyncio.Event()
+    try:
+        async with open_services(settings) as services:
+            bot = LLMOSBot(services)
 
             async def shutdown(signame: str) -> None:
                 log.info("%s received: finishing up", signame)
-                stopping.set()
-                await queue.close()  # pending requests end with "shutting down"
+                await services.queue.close()  # pending requests end with "shutting down"
                 await asyncio.sleep(0.5)  # let cogs tell their users
                 await bot.close()
 
@@ -87,7 +72,9 @@ async def run_bot(settings: Settings) -> int:
                     "Portal (Bot > Privileged Gateway Intents) and start again."
                 )
                 return 1
-        engine.close()
+    except ModelLoadError as exc:
+        log.error("%s", exc)
+        return 1
     log.info("Stopped cleanly")
     return 0
 
@@ -109,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmos", description="The LLMOS Discord bot.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
+    sub.add_parser("playground", help="try the bot in this terminal, against a local Discord")
     db = sub.add_parser("db", help="database migrations")
     db.add_argument("action", choices=("status", "upgrade"))
     args = parser.parse_args(argv)
@@ -124,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "db":
             return asyncio.run(db_command(settings, args.action))
+        if args.command == "playground":
+            from bot.playground import run_playground
+
+            return asyncio.run(run_playground(settings))
         if not settings.discord_token:
             print(NO_TOKEN_HELP, file=sys.stderr)
             return 2

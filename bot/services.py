@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.generation.queue import GenerationQueue
 from bot.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,3 +20,26 @@ class Services:
     settings: Settings
     store: Store
     queue: GenerationQueue
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open the database, load the model, start the queue; close them in reverse on exit.
+
+    Raises `MigrationError` or `ModelLoadError` (with a message for the admin) before yielding.
+    """
+    from bot.generation import build_engine
+
+    async with Store.open(settings.database_path) as store:
+        log.info("Database ready at %s", settings.database_path)
+        engine = await asyncio.to_thread(build_engine, settings)
+        try:
+            async with GenerationQueue(
+                engine,
+                max_queue=settings.max_queue,
+                max_pending_per_user=settings.max_pending_per_user,
+                timeout=settings.generation_timeout,
+            ) as queue:
+                yield Services(settings, store, queue)
+        finally:
+            engine.close()

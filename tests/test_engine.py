@@ -69,7 +69,8 @@ def test_chat_template_and_plain_prompts(tokenizer: Any, plain_tokenizer: Any) -
 
     plain, templated = render_prompt(prompt, plain_tokenizer)
     assert not templated
-    assert plain == 'Haiku about "autumn rain", playful\n\n'
+    assert plain.endswith('Haiku about "autumn rain", playful\n\n')
+    assert plain.startswith('Haiku about "cherry blossoms"\n\nPink petals drifting')  # example
     assert "<|im_start|>" not in plain
 
 

@@ -21,6 +21,33 @@ class PoemForm:
     max_new_tokens: int
 
 
+# One worked example per short form: a small model follows an example far better than a rule
+# (measured on SmolLM2-135M: shorter lines, no commentary after the poem).
+EXAMPLES: dict[str, tuple[str, str]] = {
+    "haiku": (
+        "cherry blossoms",
+        "Pink petals drifting\nsoft on the still temple pond\nspring breathes, then is gone",
+    ),
+    "tanka": (
+        "a letter",
+        "Your ink has faded\nthe folds worn soft as linen\nI read it again\n"
+        "slowly, the way you spoke it\nas if the page could still hear",
+    ),
+    "limerick": (
+        "a cat",
+        "A cat with a taste for the cream\nwould plot and would purr and would scheme;\n"
+        "she tipped the jug over,\nthen rolled in the clover,\n"
+        "and blamed the whole mess on a dream.",
+    ),
+    "free_verse": (
+        "morning",
+        "The kettle hums before I do.\nLight leans on the window like an old friend\n"
+        "who knows the way in,\nand the day, not yet spoiled,\n"
+        "waits on the table with the bread.",
+    ),
+}
+
+
 FORMS: dict[str, PoemForm] = {
     f.key: f
     for f in (
@@ -64,4 +91,13 @@ def poem_prompt(topic: str, form: str, style: str | None = None) -> Prompt:
         ask += f'\nStyle: "{tidy_user_text(style, 200)}"'
     plain_style = f", {tidy_user_text(style, 200)}" if style else ""
     plain = f'{spec.label} about "{topic}"{plain_style}\n\n'
-    return Prompt(messages=(Message("system", SYSTEM), Message("user", ask)), plain=plain)
+    messages = [Message("system", SYSTEM)]
+    if form in EXAMPLES:
+        example_topic, example = EXAMPLES[form]
+        messages += [
+            Message("user", f'Write {spec.instruction}.\nTopic: "{example_topic}"'),
+            Message("assistant", example),
+        ]
+        plain = f'{spec.label} about "{example_topic}"\n\n{example}\n\n' + plain
+    messages.append(Message("user", ask))
+    return Prompt(messages=tuple(messages), plain=plain)

@@ -9,6 +9,10 @@ _TEMPLATE_TOKENS = re.compile(
     r"<\|im_(?:start|end)\|>(?:system|user|assistant)?|<\|endoftext\|>|</?s>|<\|eot_id\|>"
     r"|<\|start_header_id\|>.*?<\|end_header_id\|>|\[/?INST\]"
 )
+# Lines with markup or arithmetic are model debris, not verse ("3 | 160 (Theme) + 2 = 48").
+_NOT_VERSE = re.compile(r"[|=<>{}#*_\\]|\d{2,}")
+# A dangling parenthetical note at the end of a line: "... (Imagery", "(1)".
+_TRAILING_NOTE = re.compile(r"\s*(?:\.\.\.|…)?\s*\([^)]{0,30}\)?\s*$")
 _SENTENCE_END = re.compile(r"[.!?…\"'”’)\]]\s*$")
 
 
@@ -52,7 +56,8 @@ def shape_poem(text: str, lines: int | None) -> tuple[str, bool]:
 
     Extra lines beyond the form are dropped (models often add a note after the poem).
     """
-    rows = [r.strip() for r in text.split("\n") if r.strip()]
+    rows = [_TRAILING_NOTE.sub("", r).strip() for r in text.split("\n")]
+    rows = [r for r in rows if r and not _NOT_VERSE.search(r)]
     rows = [r for r in rows if not r.lower().startswith(("title:", "note:", "topic:", "style:"))]
     if lines is None:
         return "\n".join(rows), bool(rows)
