@@ -167,26 +167,20 @@ async def through_queue(engine: Engine, requests: list[GenerationRequest]) -> Ru
     return Run([d[0] for d in done], sum(d[1] for d in done), seconds, [d[2] for d in done])
 
 
-def make_engines(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, Engine]:
-    engines: dict[str, Engine] = {}
-    for name in args.engines:
-        if name == "sequential":
-            engines[name] = TransformersEngine(
-                loaded.model, loaded.tokenizer, model_name=loaded.name
-            )
-        elif name == "batched":
-            engines[name] = BatchedEngine(
-                loaded.model, loaded.tokenizer, model_name=loaded.name, max_batch=args.max_batch
-            )
-        elif name == "continuous":
-            # its own copy: the manager switches the model's attention implementation
-            engines[name] = ContinuousEngine(
-                copy.deepcopy(loaded.model), loaded.tokenizer, model_name=loaded.name,
-                max_batch=args.max_batch, memory_fraction=args.memory_fraction,
-            )  # fmt: skip
-        else:
-            raise SystemExit(f"unknown engine {name!r}: use sequential, batched or continuous")
-    return engines
+def make_engine(name: str, loaded: LoadedModel, args: argparse.Namespace) -> Engine:
+    if name == "sequential":
+        return TransformersEngine(loaded.model, loaded.tokenizer, model_name=loaded.name)
+    if name == "batched":
+        return BatchedEngine(
+            loaded.model, loaded.tokenizer, model_name=loaded.name, max_batch=args.max_batch
+        )
+    if name == "continuous":
+        # its own copy: the manager switches the model's attention implementation
+        return ContinuousEngine(
+            copy.deepcopy(loaded.model), loaded.tokenizer, model_name=loaded.name,
+            max_batch=args.max_batch, memory_fraction=args.memory_fraction,
+        )  # fmt: skip
+    raise SystemExit(f"unknown engine {name!r}: use sequential, batched or continuous")
 
 
 def row(method: str, n: int, run: Run, base: Run, monitor: Monitor) -> Row:
@@ -216,10 +210,12 @@ async def run(args: argparse.Namespace) -> list[Row]:
         print(_format(rows[-1]), flush=True)
         # Fresh engines per level, closed after it, so that one engine's memory (the
         # continuous engine's KV cache) does not count against the next one.
-        for name, engine in make_engines(loaded, args).items():
+        for name in args.engines:
+            engine = make_engine(name, loaded, args)
             async with Monitor() as monitor:
                 result = await through_queue(engine, requests)
             engine.close()
+            del engine
             gc.collect()
             rows.append(row(name, n, result, base, monitor))
             print(_format(rows[-1]), flush=True)

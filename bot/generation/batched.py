@@ -15,70 +15,16 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
+from transformers import StoppingCriteriaList
 
-from bot.generation.engine import EngineJob, TransformersEngine, generation_kwargs
+from bot.generation.engine import (
+    EngineJob,
+    RowsDone,
+    RowsStreamer,
+    TransformersEngine,
+    generation_kwargs,
+)
 from bot.generation.types import EngineOutput
-
-
-class _RowsDone(StoppingCriteria):
-    """Marks a row done once its job is stopped or it has written its own `max_new_tokens`."""
-
-    def __init__(self, jobs: Sequence[EngineJob], prompt_len: int) -> None:
-        self.jobs = jobs
-        self.prompt_len = prompt_len
-        self.aborted = [False] * len(jobs)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        written = input_ids.shape[1] - self.prompt_len
-        done = []
-        for i, job in enumerate(self.jobs):
-            if job.should_stop():
-                self.aborted[i] = True
-            done.append(self.aborted[i] or written >= job.request.params.max_new_tokens)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-class _RowsStreamer(BaseStreamer):
-    """Splits each step's tokens by row and streams each row's text to its own job."""
-
-    def __init__(self, jobs: Sequence[EngineJob], tokenizer: Any) -> None:
-        self.jobs = jobs
-        self.tokenizer = tokenizer
-        self.tokens: list[list[int]] = [[] for _ in jobs]
-        self.sent = [0] * len(jobs)
-        self.closed = [False] * len(jobs)
-        self.skipped_prompt = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.skipped_prompt:
-            self.skipped_prompt = True
-            return
-        for i, token in enumerate(value.reshape(-1).tolist()):
-            if self.closed[i]:
-                continue  # finished rows are fed padding until the batch ends
-            job = self.jobs[i]
-            self.tokens[i].append(int(token))
-            if (
-                token == self.tokenizer.eos_token_id
-                or job.should_stop()
-                or (len(self.tokens[i]) >= job.request.params.max_new_tokens)
-            ):
-                self.closed[i] = True
-            self._flush(i, final=self.closed[i])
-
-    def _flush(self, i: int, *, final: bool) -> None:
-        text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
-            return  # a multi-byte character is still incomplete
-        if len(text) > self.sent[i]:
-            self.jobs[i].emit(text[self.sent[i] :])
-            self.sent[i] = len(text)
-
-    def end(self) -> None:
-        for i in range(len(self.jobs)):
-            self._flush(i, final=True)
 
 
 class BatchedEngine(TransformersEngine):
@@ -113,8 +59,8 @@ class BatchedEngine(TransformersEngine):
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        stop = _RowsDone(jobs, width)
-        streamer = _RowsStreamer(jobs, self.tokenizer)
+        stop = RowsDone(jobs, width)
+        streamer = RowsStreamer(jobs, self.tokenizer)
         kwargs = generation_kwargs(jobs[0].request, self.tokenizer)
         kwargs["max_new_tokens"] = max(j.request.params.max_new_tokens for j in jobs)
         seed = jobs[0].request.params.seed

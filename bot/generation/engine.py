@@ -69,46 +69,65 @@ def render_prompt(prompt: Prompt, tokenizer: Any) -> tuple[str, bool]:
     return prompt.plain, False
 
 
-class _StopWhenAsked(StoppingCriteria):
-    """Ends generation at the next token once the job is cancelled or past its deadline."""
+class RowsDone(StoppingCriteria):
+    """Marks a row done once its job is stopped or it has written its own `max_new_tokens`."""
 
-    def __init__(self, job: EngineJob) -> None:
-        self.job = job
-        self.stopped = False
+    def __init__(self, jobs: Sequence[EngineJob], prompt_len: int) -> None:
+        self.jobs = jobs
+        self.prompt_len = prompt_len
+        self.aborted = [False] * len(jobs)
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        self.stopped = self.job.should_stop()
-        return torch.full((input_ids.shape[0],), self.stopped, dtype=torch.bool)
+        written = input_ids.shape[1] - self.prompt_len
+        done = []
+        for i, job in enumerate(self.jobs):
+            if job.should_stop():
+                self.aborted[i] = True
+            done.append(self.aborted[i] or written >= job.request.params.max_new_tokens)
+        flags = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        # beam search has num_beams rows per job
+        return flags.repeat_interleave(input_ids.shape[0] // len(self.jobs))
 
 
-class _JobStreamer(BaseStreamer):
-    """Decodes one row's new tokens incrementally and emits whole characters as they form."""
+class RowsStreamer(BaseStreamer):
+    """Splits each step's tokens by row and streams each row's text to its own job."""
 
-    def __init__(self, job: EngineJob, tokenizer: Any) -> None:
-        self.job = job
+    def __init__(self, jobs: Sequence[EngineJob], tokenizer: Any) -> None:
+        self.jobs = jobs
         self.tokenizer = tokenizer
-        self.tokens: list[int] = []
-        self.sent = 0
+        self.tokens: list[list[int]] = [[] for _ in jobs]
+        self.sent = [0] * len(jobs)
+        self.closed = [False] * len(jobs)
         self.skipped_prompt = False
 
     def put(self, value: torch.Tensor) -> None:
-        if not self.skipped_prompt:  # generate() first passes the prompt
+        if not self.skipped_prompt:
             self.skipped_prompt = True
             return
-        self.tokens.extend(int(t) for t in value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        # A multi-byte character split across tokens decodes to U+FFFD until it is complete.
-        if text.endswith("\ufffd"):
-            return
-        if len(text) > self.sent:
-            self.job.emit(text[self.sent :])
-            self.sent = len(text)
+        for i, token in enumerate(value.reshape(-1).tolist()):
+            if self.closed[i]:
+                continue  # finished rows are fed padding until the batch ends
+            job = self.jobs[i]
+            self.tokens[i].append(int(token))
+            if (
+                token == self.tokenizer.eos_token_id
+                or job.should_stop()
+                or (len(self.tokens[i]) >= job.request.params.max_new_tokens)
+            ):
+                self.closed[i] = True
+            self._flush(i, final=self.closed[i])
+
+    def _flush(self, i: int, *, final: bool) -> None:
+        text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return  # a multi-byte character is still incomplete
+        if len(text) > self.sent[i]:
+            self.jobs[i].emit(text[self.sent[i] :])
+            self.sent[i] = len(text)
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if len(text) > self.sent:
-            self.job.emit(text[self.sent :])
-            self.sent = len(text)
+        for i in range(len(self.jobs)):
+            self._flush(i, final=True)
 
 
 def generation_kwargs(request: GenerationRequest, tokenizer: Any) -> dict[str, Any]:
@@ -165,9 +184,9 @@ class TransformersEngine(Engine):
     def _generate_one(self, job: EngineJob) -> EngineOutput:
         request = job.request
         input_ids = self.encode(request).to(self.model.device)
-        stop = _StopWhenAsked(job)
+        stop = RowsDone([job], input_ids.shape[1])
         kwargs = generation_kwargs(request, self.tokenizer)
-        streamer = None if request.params.method == "beam" else _JobStreamer(job, self.tokenizer)
+        streamer = None if request.params.method == "beam" else RowsStreamer([job], self.tokenizer)
         with self._lock, torch.inference_mode():
             if request.params.seed is not None:
                 torch.manual_seed(request.params.seed)
@@ -184,7 +203,7 @@ class TransformersEngine(Engine):
             job.emit(text)
         eos = self.tokenizer.eos_token_id
         reason: Literal["stop", "length", "aborted"]
-        if stop.stopped:
+        if stop.aborted[0]:
             reason = "aborted"
         elif new and new[-1] != eos and len(new) >= request.params.max_new_tokens:
             reason = "length"
