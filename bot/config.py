@@ -167,4 +167,9 @@ def load_settings(
         values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     values.update(os.environ if environ is None else environ)
     parsed = {key.lower(): parse(values[key]) for key, parse in _PARSERS.items() if key in values}
-    return Settings(**parsed)
+    settings = Settings(**parsed)
+    if settings.engine == "openai" and not (settings.openai_base_url and settings.openai_model):
+        raise ConfigError(
+            "ENGINE=openai needs OPENAI_BASE_URL (e.g. http://vllm:8000/v1) and OPENAI_MODEL."
+        )
+    return settings

@@ -61,3 +61,17 @@ def test_every_key_is_documented_in_env_example() -> None:
     assert set(_PARSERS) <= documented
     # and the example itself is valid configuration
     load_settings({}, dotenv_path=REPO / ".env.example")
+
+
+def test_openai_engine_needs_url_and_model() -> None:
+    with pytest.raises(ConfigError, match="ENGINE=openai needs OPENAI_BASE_URL"):
+        load_settings({"ENGINE": "openai"}, dotenv_path=None)
+    with pytest.raises(ConfigError, match="must start with http"):
+        load_settings({"OPENAI_BASE_URL": "vllm:8000"}, dotenv_path=None)
+    settings = load_settings(
+        {"ENGINE": "openai", "OPENAI_BASE_URL": "http://vllm:8000/v1/", "OPENAI_MODEL": "m",
+         "OPENAI_API_KEY": "sk-secret"},
+        dotenv_path=None,
+    )  # fmt: skip
+    assert settings.openai_base_url == "http://vllm:8000/v1"
+    assert "sk-secret" not in repr(settings)
