@@ -58,8 +58,14 @@ async def run_bot(settings: Settings) -> int:
                 await bot.close()
 
             loop = asyncio.get_running_loop()
+
+            stopping: set[asyncio.Task[None]] = set()  # keeps the shutdown task referenced
+
+            def on_signal(sig: signal.Signals) -> None:
+                stopping.add(asyncio.ensure_future(shutdown(sig.name)))
+
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(shutdown(s.name)))
+                loop.add_signal_handler(sig, on_signal, sig)
             try:
                 async with bot:
                     await bot.start(settings.discord_token)

@@ -12,7 +12,13 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.poetry",)
+EXTENSIONS = (
+    "cogs.poetry",
+    "cogs.brainstorm",
+    "cogs.critique",
+    "cogs.refine",
+    "cogs.settings",
+)
 
 
 class LLMOSBot(commands.Bot):
@@ -29,7 +35,7 @@ class LLMOSBot(commands.Bot):
         )
         self.services = services
         self.extensions_to_load = extensions
-        self.tree.on_error = self.on_app_command_error
+        self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
         for extension in self.extensions_to_load:

@@ -60,8 +60,13 @@ class Row:
     same_as_alone: int  # greedy outputs identical to the baseline's (each request alone)
 
 
-def requests_for(n: int, max_new_tokens: int) -> list[GenerationRequest]:
-    params = SamplingParams(max_new_tokens=max_new_tokens, method="greedy")
+def requests_for(n: int, max_new_tokens: int, fixed: bool = True) -> list[GenerationRequest]:
+    """`n` greedy poem requests; with `fixed`, each writes exactly `max_new_tokens` tokens."""
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        method="greedy",
+        min_new_tokens=max_new_tokens if fixed else 0,
+    )
     forms = ("haiku", "free_verse", "limerick", "tanka")
     return [
         GenerationRequest(
@@ -203,7 +208,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     baseline(loaded, requests_for(1, 8))  # warm-up: the first call pays one-off costs
     for n in args.concurrency:
-        requests = requests_for(n, args.max_new_tokens)
+        requests = requests_for(n, args.max_new_tokens, args.fixed_length)
         async with Monitor() as monitor:
             base = await asyncio.to_thread(baseline, loaded, requests)
         rows.append(row("baseline", n, base, base, monitor))
@@ -238,7 +243,7 @@ def _format(r: Row) -> str:
 
 def save(rows: list[Row], out: Path, meta: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    stamp = meta["device"]
+    stamp = meta["device"] + ("" if meta["fixed_length"] else "-natural")
     (out / f"bench-{stamp}.json").write_text(
         json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n"
     )
@@ -271,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,8,16",
                         type=lambda s: [int(x) for x in s.split(",")])  # fmt: skip
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--natural-length", dest="fixed_length", action="store_false",
+        help="let each answer end where the model ends it (default: every answer is exactly"
+        " --max-new-tokens long, so that every method does the same work)",
+    )  # fmt: skip
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument(
         "--engines", default="sequential,batched,continuous", type=lambda s: s.split(",")
@@ -290,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model or settings.model, "device": device,
         "dtype": settings.dtype, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "max_new_tokens": args.max_new_tokens,
+        "fixed_length": args.fixed_length,
         "python_threads": threading.active_count(),
     }  # fmt: skip
     save(rows, args.out, meta)

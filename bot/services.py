@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.generation.queue import GenerationQueue
+from bot.preferences import Preferences
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ class Services:
     settings: Settings
     store: Store
     queue: GenerationQueue
+    preferences: Preferences
 
 
 @asynccontextmanager
@@ -40,6 +42,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 max_pending_per_user=settings.max_pending_per_user,
                 timeout=settings.generation_timeout,
             ) as queue:
-                yield Services(settings, store, queue)
+                yield Services(settings, store, queue, Preferences(store))
         finally:
             engine.close()

@@ -8,40 +8,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation.types import SamplingParams
-from bot.prompts import FORMS, clean_output, poem_prompt, shape_poem
+from bot.prompts import FORMS
 from bot.services import Services
-from bot.ui.respond import NO_MENTIONS, Task, answer_with_generation
+from bot.tasks import poem_task
+from bot.ui.respond import NO_MENTIONS, answer_with_generation
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
 
 TOPIC_LIMIT = 300
-
-
-def poem_task(services: Services, topic: str, form: str) -> Task:
-    """The generation task for a poem about `topic` in `form`."""
-    spec = FORMS[form]
-    prompt = poem_prompt(topic, form)
-
-    def finish(text: str) -> str:
-        poem, _fits = shape_poem(clean_output(text), spec.lines)
-        return poem
-
-    return Task(
-        command="poem",
-        title=f"{spec.label} · {' '.join(topic.split())[:200]}",
-        prompt=prompt,
-        # A little cooler than the default: a 135M model wanders off the form when hotter.
-        params=SamplingParams(
-            max_new_tokens=min(spec.max_new_tokens, services.settings.max_new_tokens),
-            temperature=0.7,
-            top_p=0.9,
-            repetition_penalty=1.15,
-        ),
-        inputs={"topic": topic, "form": form},
-        finish=finish,
-    )
 
 
 class Poetry(commands.Cog):
@@ -73,7 +48,7 @@ class Poetry(commands.Cog):
         if form not in FORMS:
             form = "free_verse"
         await answer_with_generation(
-            interaction, self.services, poem_task(self.services, topic, form)
+            interaction, self.services, poem_task(self.services.settings, topic, form)
         )
 
 

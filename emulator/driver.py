@@ -69,13 +69,17 @@ class Emulator(DiscordEmulator):
         return await self._interact(user, channel, 2, data)
 
     async def say(
-        self, user: User, channel: Channel, content: str, *, reply_to: Message | None = None
-    ) -> Message:
-        """`user` posts `content` in `channel` (optionally as a reply)."""
+        self, user: User, channel: Channel, content: str, *, reply_to: Message | None = None,
+        images: tuple[str, ...] = (),
+    ) -> Message:  # fmt: skip
+        """`user` posts `content` in `channel` (optionally as a reply, or with image files)."""
         body: dict[str, Any] = {"content": content}
         if reply_to is not None:
             body["message_reference"] = {"message_id": str(reply_to.id)}
+        body["_files"] = [{"filename": name, "data": b"\x89PNG fake"} for name in images]
         message = self._new_message(channel.id, user, body)
+        for attachment in message.attachments:
+            attachment["content_type"] = "image/png"
         payload = message.payload()
         payload["member"] = self.guilds[channel.guild_id].members[user.id].payload()
         if reply_to is not None:

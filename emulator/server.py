@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
@@ -86,6 +86,7 @@ class DiscordEmulator:
         self.interactions: dict[int, Interaction] = {}
         self.errors: list[str] = []  # unknown routes and refused requests: bugs to report
         self.faults: list[Fault] = []
+        self.files: dict[int, bytes] = {}  # attachment id -> content
         # called with ("create" | "edit" | "delete", message) for every change to a message
         self.listeners: list[Callable[[str, Message], None]] = []
         self.requests: list[tuple[str, str]] = []
@@ -101,7 +102,7 @@ class DiscordEmulator:
 
     # -- lifetime --------------------------------------------------------------------------------
 
-    async def start(self) -> DiscordEmulator:
+    async def start(self) -> Self:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
@@ -398,6 +399,9 @@ class DiscordEmulator:
         for command in commands:
             command = dict(command)
             command.setdefault("type", 1)
+            command.setdefault("description", "")  # context-menu commands have none
+            command.setdefault("dm_permission", True)
+            command.setdefault("default_member_permissions", None)
             command["id"] = str(self.snowflake())
             command["application_id"] = str(self.application_id)
             command["version"] = str(self.snowflake())
@@ -460,17 +464,12 @@ class DiscordEmulator:
 
     def _attachments(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
-        for index, file in enumerate(body.get("_files", [])):
-            out.append(
-                {
-                    "id": str(self.snowflake()),
-                    "filename": file["filename"],
-                    "size": len(file["data"]),
-                    "url": f"{self.url}/files/{index}",
-                    "proxy_url": f"{self.url}/files/{index}",
-                    "_data": file["data"],
-                }
-            )
+        for file in body.get("_files", []):
+            file_id = self.snowflake()
+            self.files[file_id] = file["data"]
+            out.append({"id": str(file_id), "filename": file["filename"],
+                        "size": len(file["data"]), "url": f"{self.url}/files/{file_id}",
+                        "proxy_url": f"{self.url}/files/{file_id}"})  # fmt: skip
         return out
 
     def _apply_edit(self, message: Message, body: dict[str, Any]) -> None:

@@ -20,9 +20,11 @@ from bot.generation.batched import BatchedEngine
 from bot.generation.engine import TransformersEngine
 from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
+from bot.preferences import Preferences
 from bot.services import Services
 from bot.store import Store
 from emulator import Channel, Emulator, Guild, User
+from emulator.state import PERM_MANAGE_CHANNELS
 
 REPO = Path(__file__).resolve().parents[1]
 # Shared across runs (git-ignored): the embedded model is converted once per machine.
@@ -79,6 +81,8 @@ class World:
     channel: Channel
     alice: User
     bob: User
+    mod: User  # Manage Channels
+    owner: User  # the server's owner: every permission
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -91,6 +95,8 @@ async def world(
     channel = emu.add_channel(guild, "poetry")
     alice = emu.add_member(guild, "alice")
     bob = emu.add_member(guild, "bob")
+    mod = emu.add_member(guild, "mod", permissions=PERM_MANAGE_CHANNELS)
+    owner = emu.users[guild.owner_id]
     emu.redirect_discord()
     settings = load_settings(
         {"DISCORD_TOKEN": emu.token, "SYNC_COMMANDS": "global"}, dotenv_path=None
@@ -102,12 +108,12 @@ async def world(
         queue = await stack.enter_async_context(
             GenerationQueue(engine, max_pending_per_user=2, timeout=60)
         )
-        services = Services(settings, store, queue)
+        services = Services(settings, store, queue, Preferences(store))
         bot = LLMOSBot(services)
         await bot.login(emu.token)
         runner = asyncio.create_task(bot.connect(reconnect=True))
         await asyncio.wait_for(bot.wait_until_ready(), 30)
-        yield World(emu, bot, services, guild, channel, alice, bob)
+        yield World(emu, bot, services, guild, channel, alice, bob, mod, owner)
         await bot.close()
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -25,11 +25,14 @@ def engine(tiny_model: Any, tokenizer: Any) -> Iterator[ContinuousEngine]:
     engine.close()
 
 
+DEFAULTS: dict[str, Any] = {"max_new_tokens": 16, "method": "greedy"}
+
+
 def req(user: int, topic: str, **params: Any) -> GenerationRequest:
     return GenerationRequest(
         user_id=user,
         prompt=poem_prompt(topic, "haiku"),
-        params=SamplingParams(**({"max_new_tokens": 16, "method": "greedy"} | params)),
+        params=SamplingParams(**(DEFAULTS | params)),
     )
 
 

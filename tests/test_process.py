@@ -52,6 +52,11 @@ class BotProcess:
         await self._reader
         return code
 
+    def kill(self) -> None:
+        """Leave no bot behind when a test fails half-way."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+
 
 def bot_env(emu: Emulator | None, db: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "MODEL"))}
@@ -102,6 +107,7 @@ async def test_bad_setting_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> None:
     emu = await Emulator(token=TOKEN).start()
+    processes: list[BotProcess] = []
     try:
         guild = emu.add_guild()
         channel = emu.add_channel(guild, "poetry")
@@ -109,6 +115,7 @@ async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> 
         db = tmp_path / "llmos.sqlite3"
 
         bot = await start_bot(emu, db, tmp_path)
+        processes.append(bot)
         await bot.wait_log(r"Connected as LLMOS", timeout=90)
         assert any(c["name"] == "poem" for c in emu.commands[None])
         interaction = await emu.slash(alice, channel, "poem", topic="autumn rain", form="haiku")
@@ -123,13 +130,22 @@ async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> 
 
         # A second start with the same database loads the model from the cache, fast.
         again = await start_bot(emu, db, tmp_path)
+        processes.append(again)
         loaded = await again.wait_log(r"Loaded SmolLM2-135M-Instruct on \w+ as \S+ in ([\d.]+) s")
         assert float(loaded.group(1)) < 5.0
         await again.wait_log(r"Connected as LLMOS", timeout=60)
+        # It sees the old output: reacting 🔁 on it regenerates it in place.
+        footer = message.embeds[0]["footer"]["text"]
+        await emu.react(alice, message, "🔁")
+        await emu.wait_for(lambda: message.embeds[0]["footer"]["text"] != footer, timeout=60)
         assert await again.stop() == 0
-        assert [r[1] for r in _rows(db)] == [poem]
+        first, second = _rows(db)
+        assert first[1] == poem
+        assert second == (message.id, message.embeds[0]["description"])
         assert emu.errors == []
     finally:
+        for process in processes:
+            process.kill()
         await emu.stop()
 
 
@@ -137,6 +153,7 @@ def _rows(db: Path) -> list[tuple[int, str]]:
     with sqlite3.connect(db) as conn:
         return conn.execute(
             "SELECT o.message_id, g.output FROM generations g JOIN outputs o ON o.id = g.output_id"
+            " ORDER BY g.id"
         ).fetchall()
 
 

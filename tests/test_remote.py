@@ -67,13 +67,14 @@ def server(tiny_dir: Path) -> Iterator[str]:
         proc.wait(10)
 
 
+DEFAULTS: dict[str, Any] = {"max_new_tokens": 16, "method": "greedy", "repetition_penalty": 1.0}
+
+
 def req(user: int, topic: str, **params: Any) -> GenerationRequest:
     return GenerationRequest(
         user_id=user,
         prompt=poem_prompt(topic, "haiku"),
-        params=SamplingParams(
-            **({"max_new_tokens": 16, "method": "greedy", "repetition_penalty": 1.0} | params)
-        ),
+        params=SamplingParams(**(DEFAULTS | params)),
     )
 
 

@@ -124,14 +124,15 @@ async def test_output_alternatives_and_message(tmp_path: Path) -> None:
         assert rows[0]["chosen_id"] == second
 
 
-async def test_settings_channel_overrides_guild(tmp_path: Path) -> None:
+async def test_settings_per_scope(tmp_path: Path) -> None:
     async with Store.open(tmp_path / "db.sqlite3") as store:
         await store.set_setting("guild", 1, "temperature", 0.5)
         await store.set_setting("guild", 1, "mode", "chat")
         await store.set_setting("channel", 2, "temperature", 0.9, guild_id=1)
-        assert await store.get_settings(1, 2) == {"temperature": 0.9, "mode": "chat"}
+        assert await store.get_scope_settings("channel", 2) == {"temperature": 0.9}
+        assert await store.get_scope_settings("guild", 1) == {"temperature": 0.5, "mode": "chat"}
         await store.reset_settings("channel", 2)
-        assert await store.get_settings(1, 2) == {"temperature": 0.5, "mode": "chat"}
+        assert await store.get_scope_settings("channel", 2) == {}
 
 
 async def test_failed_write_leaves_nothing(tmp_path: Path) -> None:

@@ -61,6 +61,8 @@ class BatchedEngine(TransformersEngine):
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         stop = RowsDone(jobs, width)
         streamer = RowsStreamer(jobs, self.tokenizer)
+        for job in jobs:
+            job.emit(job.request.prompt.prefix)
         kwargs = generation_kwargs(jobs[0].request, self.tokenizer)
         kwargs["max_new_tokens"] = max(j.request.params.max_new_tokens for j in jobs)
         seed = jobs[0].request.params.seed
@@ -77,7 +79,7 @@ class BatchedEngine(TransformersEngine):
         outputs = []
         for i, job in enumerate(jobs):
             new = streamer.tokens[i][: job.request.params.max_new_tokens]
-            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            text = job.request.prompt.prefix + self.tokenizer.decode(new, skip_special_tokens=True)
             reason: Literal["stop", "length", "aborted"]
             if stop.aborted[i]:
                 reason = "aborted"

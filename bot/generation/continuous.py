@@ -89,8 +89,8 @@ class ContinuousEngine(TransformersEngine):
                 fatal = manager.background_thread_status.fatal_error
                 if fatal is not None:
                     log.error("continuous batching loop died: %r", fatal)
-                    for route in list(self._routes.values()):
-                        route.put(RuntimeError(f"continuous batching loop died: {fatal!r}"))
+                    for waiting in list(self._routes.values()):
+                        waiting.put(RuntimeError(f"continuous batching loop died: {fatal!r}"))
                     return
                 continue
             route = self._routes.get(result.request_id)
@@ -113,6 +113,7 @@ class ContinuousEngine(TransformersEngine):
                 max_new_tokens=p.max_new_tokens, streaming=True, **sampling,
             )  # fmt: skip
             ids[request.id] = job
+            job.emit(request.prompt.prefix)
         outputs: dict[str, EngineOutput | BaseException] = {}
         sent = dict.fromkeys(ids, 0)
         try:

@@ -60,13 +60,14 @@ class Engine(ABC):
 def render_prompt(prompt: Prompt, tokenizer: Any) -> tuple[str, bool]:
     """The prompt text for this tokenizer, and whether it came from the chat template.
 
-    Models without a chat template (a plain base model such as gpt2) get the plain form.
+    Models without a chat template (a plain base model such as gpt2) get the plain form. The
+    prompt's prefix, if any, comes last: the model continues from it.
     """
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return text, True
-    return prompt.plain, False
+        return text + prompt.prefix, True
+    return prompt.plain + prompt.prefix, False
 
 
 class RowsDone(StoppingCriteria):
@@ -139,6 +140,8 @@ def generation_kwargs(request: GenerationRequest, tokenizer: Any) -> dict[str, A
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
+    if p.min_new_tokens:
+        kwargs["min_new_tokens"] = p.min_new_tokens
     if p.method == "sampling":
         kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k)
     elif p.method == "beam":
@@ -187,6 +190,7 @@ class TransformersEngine(Engine):
         stop = RowsDone([job], input_ids.shape[1])
         kwargs = generation_kwargs(request, self.tokenizer)
         streamer = None if request.params.method == "beam" else RowsStreamer([job], self.tokenizer)
+        job.emit(request.prompt.prefix)
         with self._lock, torch.inference_mode():
             if request.params.seed is not None:
                 torch.manual_seed(request.params.seed)
@@ -201,6 +205,7 @@ class TransformersEngine(Engine):
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         if streamer is None:
             job.emit(text)
+        text = request.prompt.prefix + text
         eos = self.tokenizer.eos_token_id
         reason: Literal["stop", "length", "aborted"]
         if stop.aborted[0]:

@@ -25,9 +25,16 @@ class Prompt:
 
     messages: tuple[Message, ...]
     plain: str
+    # Text the answer starts with ("1." for a list): local engines write it after the prompt
+    # and continue from it, which holds a small model to a format better than any instruction.
+    prefix: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"messages": [asdict(m) for m in self.messages], "plain": self.plain}
+        return {
+            "messages": [asdict(m) for m in self.messages],
+            "plain": self.plain,
+            "prefix": self.prefix,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,7 @@ class SamplingParams:
     repetition_penalty: float = 1.2
     num_beams: int = 1
     seed: int | None = None
+    min_new_tokens: int = 0  # end-of-text is ignored until then (benchmarks: equal lengths)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,7 +57,8 @@ class SamplingParams:
     def batch_key(self) -> tuple[Any, ...]:
         """What must be equal for two requests to be decoded in one batch."""
         return (self.method, self.temperature, self.top_p, self.top_k,
-                self.repetition_penalty, self.num_beams, self.seed)  # fmt: skip
+                self.repetition_penalty, self.num_beams, self.seed,
+                self.min_new_tokens)  # fmt: skip
 
 
 def _new_id() -> str:

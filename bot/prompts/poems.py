@@ -82,11 +82,29 @@ def tidy_user_text(text: str, limit: int = 500) -> str:
     return " ".join(text.replace('"', "'").split())[:limit]
 
 
-def poem_prompt(topic: str, form: str, style: str | None = None) -> Prompt:
-    """The prompt for a poem about `topic` in `form` (a key of `FORMS`)."""
+def acrostic_word(topic: str) -> str:
+    """The word an acrostic about `topic` spells: its first word's letters, at most 12."""
+    for word in topic.split():
+        letters = "".join(c for c in word if c.isalpha())
+        if letters:
+            return letters[:12].upper()
+    return "POEM"
+
+
+def poem_prompt(topic: str, form: str, style: str | None = None, *, firm: bool = False) -> Prompt:
+    """The prompt for a poem about `topic` in `form` (a key of `FORMS`).
+
+    `firm` is the second try after a miss: the form's rule is spelled out once more.
+    """
     spec = FORMS[form]
     topic = tidy_user_text(topic)
-    ask = f'Write {spec.instruction}.\nTopic: "{topic}"'
+    instruction = spec.instruction
+    if form == "acrostic":
+        word = acrostic_word(topic)
+        instruction = f"an acrostic poem of {len(word)} lines whose first letters spell {word}"
+    ask = f'Write {instruction}.\nTopic: "{topic}"'
+    if firm and spec.lines:
+        ask += f"\nExactly {spec.lines} lines, nothing else."
     if style:
         ask += f'\nStyle: "{tidy_user_text(style, 200)}"'
     plain_style = f", {tidy_user_text(style, 200)}" if style else ""

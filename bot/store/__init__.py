@@ -24,7 +24,7 @@ import aiosqlite
 from bot.store import migrator
 from bot.store.migrator import MigrationError, MigrationState
 
-__all__ = ["GenerationRecord", "MigrationError", "NewGeneration", "Store"]
+__all__ = ["GenerationRecord", "MigrationError", "NewGeneration", "OutputRecord", "Store"]
 
 
 def utcnow() -> str:
@@ -73,6 +73,18 @@ class GenerationRecord:
     generation_ms: int
     created_at: str
     message_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    id: int
+    guild_id: int | None
+    channel_id: int
+    message_id: int | None
+    requester_id: int
+    command: str
+    chosen_id: int | None
+    created_at: str
 
 
 def _create_private(path: Path) -> None:
@@ -210,6 +222,11 @@ class Store:
                 "UPDATE outputs SET message_id = ? WHERE id = ?", (message_id, output_id)
             )
 
+    async def get_output_by_message(self, message_id: int) -> OutputRecord | None:
+        """The output shown by a Discord message, or None if the bot never showed one there."""
+        rows = await self.fetchall("SELECT * FROM outputs WHERE message_id = ?", (message_id,))
+        return OutputRecord(**dict(rows[0])) if rows else None
+
     async def get_generation(self, generation_id: int) -> GenerationRecord | None:
         """One generation with the message that shows it, or None."""
         rows = await self.fetchall(
@@ -226,12 +243,10 @@ class Store:
 
     # -- settings ---------------------------------------------------------------------------------
 
-    async def get_settings(self, guild_id: int | None, channel_id: int) -> dict[str, Any]:
-        """The overrides for a channel: guild values, then channel values on top."""
+    async def get_scope_settings(self, scope: str, scope_id: int) -> dict[str, Any]:
+        """The stored overrides of one guild or channel (undecodable values read as None)."""
         rows = await self.fetchall(
-            "SELECT scope, key, value FROM settings WHERE (scope = 'guild' AND scope_id = ?)"
-            " OR (scope = 'channel' AND scope_id = ?) ORDER BY scope = 'channel'",
-            (guild_id or 0, channel_id),
+            "SELECT key, value FROM settings WHERE scope = ? AND scope_id = ?", (scope, scope_id)
         )
         return {row["key"]: _loads(row["value"]) for row in rows}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import discord
@@ -47,6 +47,18 @@ class Task:
     inputs: dict[str, Any] = field(default_factory=dict)
     # Turns the raw model text into what is shown; may return "" when nothing usable came back.
     finish: Callable[[str], str] = str.strip
+    # One more try when the first answer misses the form: `accept` judges a finished text,
+    # `retry(first)` gives a firmer prompt (or None), `combine(first, second_raw)` keeps the
+    # best; by default the second answer if it is accepted, else the first.
+    accept: Callable[[str], bool] | None = None
+    retry: Callable[[str], Prompt | None] | None = None
+    combine: Callable[[str, str], str] | None = None
+
+    def best(self, first: str, second_raw: str) -> str:
+        if self.combine is not None:
+            return self.combine(first, second_raw)
+        second = self.finish(second_raw)
+        return second if self.accept is not None and self.accept(second) else first
 
 
 def render_result(
@@ -97,13 +109,111 @@ async def show_progress(
     return await handle.result()
 
 
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Who asked and where the answer goes."""
+
+    user_id: int
+    channel_id: int
+    guild_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A finished, saved generation, ready to be shown."""
+
+    output_id: int
+    generation_id: int
+    text: str
+    embed: discord.Embed
+
+
+async def write(
+    services: Services,
+    task: Task,
+    handle: GenerationHandle,
+    where: Where,
+    edit: Callable[[str], Awaitable[object]],
+    *,
+    output_id: int | None = None,
+    refines_id: int | None = None,
+    refine_kind: str | None = None,
+) -> Written | None:
+    """Show `handle`'s progress through `edit`, then save the finished text.
+
+    With `output_id`, the text is saved as a new alternative of that output (a refinement);
+    otherwise as a new output. On failure the user's message says why (via `edit`) and
+    nothing is saved; returns None.
+    """
+    try:
+        result = await show_progress(handle, edit)
+    except GenerationError as error:
+        log.info("%s for %s failed: %r", task.command, where.user_id, error)
+        await edit(error.user_message)
+        return None
+    text = task.finish(result.text)
+    retried = False
+    if task.accept is not None and task.retry is not None and not task.accept(text):
+        firmer = task.retry(text)
+        if firmer is not None:
+            try:
+                handle = services.queue.submit(
+                    GenerationRequest(where.user_id, firmer, task.params)
+                )
+                second = await show_progress(handle, edit)
+            except GenerationError as error:  # keep the first attempt
+                log.info("retry of %s failed: %r", task.command, error)
+            else:
+                text, retried = task.best(text, second.text), True
+                result = replace(
+                    second,
+                    prompt_tokens=result.prompt_tokens + second.prompt_tokens,
+                    completion_tokens=result.completion_tokens + second.completion_tokens,
+                    queued_s=result.queued_s + second.queued_s,
+                    generation_s=result.generation_s + second.generation_s,
+                )
+    if not text.strip():
+        await edit("The model came back with nothing usable. Please try again.")
+        return None
+    record = NewGeneration(
+        guild_id=where.guild_id,
+        channel_id=where.channel_id,
+        user_id=where.user_id,
+        command=task.command,
+        prompt={"inputs": task.inputs, **task.prompt.to_dict(), "retried": retried},
+        params=task.params.to_dict(),
+        model=result.model,
+        output=text,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        queued_ms=round(result.queued_s * 1000),
+        generation_ms=round(result.generation_s * 1000),
+        refines_id=refines_id,
+        refine_kind=refine_kind,
+    )
+    if output_id is None:
+        output_id, generation_id = await services.store.save_output(record)
+    else:
+        generation_id = await services.store.add_alternative(output_id, record)
+    embed = render_result(task, text, result, generation_id)
+    return Written(output_id, generation_id, text, embed)
+
+
 async def answer_with_generation(
-    interaction: discord.Interaction, services: Services, task: Task
+    interaction: discord.Interaction,
+    services: Services,
+    task: Task,
+    *,
+    refines_id: int | None = None,
+    refine_kind: str | None = None,
+    controls: Callable[[Written], discord.ui.View | None] | None = None,
 ) -> int | None:
     """Run `task` for the user of `interaction` and answer it; returns the generation id.
 
     Refusals (queue full, too many pending) are ephemeral and queue nothing. Failures end with
-    a short message in place of the output; only finished work is saved.
+    a short message in place of the output; only finished work is saved. `controls` builds
+    the components shown under the finished answer.
     """
     request = GenerationRequest(user_id=interaction.user.id, prompt=task.prompt, params=task.params)
     try:
@@ -124,36 +234,16 @@ async def answer_with_generation(
             content=content, allowed_mentions=NO_MENTIONS
         )
 
-    try:
-        result = await show_progress(handle, edit)
-    except GenerationError as error:
-        log.info("%s for %s failed: %r", task.command, interaction.user.id, error)
-        await edit(error.user_message)
-        return None
-    text = task.finish(result.text)
-    if not text.strip():
-        await edit("The model came back with nothing usable. Please try again.")
-        return None
-    output_id, generation_id = await services.store.save_output(
-        NewGeneration(
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id or 0,
-            user_id=interaction.user.id,
-            command=task.command,
-            prompt={"inputs": task.inputs, **task.prompt.to_dict()},
-            params=task.params.to_dict(),
-            model=result.model,
-            output=text,
-            finish_reason=result.finish_reason,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            queued_ms=round(result.queued_s * 1000),
-            generation_ms=round(result.generation_s * 1000),
-        )
+    where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
+    written = await write(
+        services, task, handle, where, edit, refines_id=refines_id, refine_kind=refine_kind
     )
+    if written is None:
+        return None
+    view = controls(written) if controls is not None else None
     message = await interaction.edit_original_response(
-        content=None, embed=render_result(task, text, result, generation_id),
-        allowed_mentions=NO_MENTIONS,
+        content=None, embed=written.embed, allowed_mentions=NO_MENTIONS,
+        view=view if view is not None else discord.utils.MISSING,
     )  # fmt: skip
-    await services.store.set_output_message(output_id, message.id)
-    return generation_id
+    await services.store.set_output_message(written.output_id, message.id)
+    return written.generation_id

@@ -1,0 +1,199 @@
+"""Task builders by command name, so that stored work can be redone (regenerate, refine).
+
+A generation stores its command and inputs; `build_task(command, inputs, settings)` rebuilds
+the same task from them, with the same prompt, parameters and post-processing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from bot.config import Settings
+from bot.generation.types import Prompt, SamplingParams
+from bot.prompts import FORMS, clean_output, poem_prompt, shape_poem
+from bot.prompts.brainstorm import (
+    brainstorm_prompt,
+    expand_prompt,
+    more_prompt,
+    number,
+    parse_ideas,
+)
+from bot.prompts.critique import (
+    critique_prompt,
+    critique_sections,
+    has_dialogue,
+    quotable_lines,
+    scene_prompt,
+)
+from bot.prompts.poems import acrostic_word
+from bot.ui.respond import Task
+
+
+def poem_task(settings: Settings, topic: str, form: str) -> Task:
+    """The task for a poem about `topic` in `form` (a key of `FORMS`)."""
+    spec = FORMS[form]
+
+    def finish(text: str) -> str:
+        poem, _fits = shape_poem(clean_output(text), spec.lines)
+        return poem
+
+    def accept(poem: str) -> bool:
+        rows = poem.splitlines()
+        if form == "acrostic":
+            word = acrostic_word(topic)
+            return "".join(r.lstrip()[:1].upper() for r in rows[: len(word)]) == word
+        return bool(rows) and (spec.lines is None or len(rows) == spec.lines)
+
+    return Task(
+        command="poem",
+        title=f"{spec.label} · {' '.join(topic.split())[:200]}",
+        prompt=poem_prompt(topic, form),
+        # A little cooler than the default: a 135M model wanders off the form when hotter.
+        params=SamplingParams(
+            max_new_tokens=min(spec.max_new_tokens, settings.max_new_tokens),
+            temperature=0.7,
+            top_p=0.9,
+            repetition_penalty=1.15,
+        ),
+        inputs={"topic": topic, "form": form},
+        finish=finish,
+        accept=accept,
+        retry=lambda _first: poem_prompt(topic, form, firm=True),
+    )
+
+
+def brainstorm_task(settings: Settings, topic: str, count: int, kind: str) -> Task:
+    """Exactly `count` numbered ideas of `kind` about `topic` (asking once more if short)."""
+
+    def finish(text: str) -> str:
+        return number(parse_ideas(clean_output(text))[:count])
+
+    def more(first: str) -> Prompt:
+        have = parse_ideas(first)
+        return more_prompt(topic, count - len(have), kind, have)
+
+    def combine(first: str, second_raw: str) -> str:
+        ideas = parse_ideas(first)
+        seen = {i.lower() for i in ideas}
+        ideas += [i for i in parse_ideas(clean_output(second_raw)) if i.lower() not in seen]
+        return number(ideas[:count])
+
+    return Task(
+        command="brainstorm",
+        title=f"{count} {kind} · {' '.join(topic.split())[:200]}",
+        prompt=brainstorm_prompt(topic, count, kind),
+        params=SamplingParams(
+            max_new_tokens=min(36 * count + 16, settings.max_new_tokens * 2),
+            temperature=0.8,
+            top_p=0.95,
+            repetition_penalty=1.15,
+        ),
+        inputs={"topic": topic, "count": count, "kind": kind},
+        finish=finish,
+        accept=lambda text: len(parse_ideas(text)) == count,
+        retry=more,
+        combine=combine,
+    )
+
+
+def expand_task(settings: Settings, topic: str, idea: str, index: int) -> Task:
+    """One brainstormed idea grown into a paragraph."""
+    return Task(
+        command="expand",
+        title=f"Idea {index}, expanded",
+        prompt=expand_prompt(topic, idea),
+        params=SamplingParams(max_new_tokens=min(220, settings.max_new_tokens * 2)),
+        inputs={"topic": topic, "idea": idea, "index": index},
+        finish=clean_output,
+    )
+
+
+READ_ALOUD = "Read this line aloud: does every word earn its place?"
+
+
+def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
+    """Strengths, suggestions and line notes that quote `text`."""
+
+    def finish(answer: str) -> str:
+        sections = critique_sections(clean_output(answer))
+        quotes = quotable_lines(text)
+        notes = sections.pop("Line Notes", "")
+        # Line notes must quote the text; a small model rarely does, so the quotes are ours.
+        if quotes and not any(q[:30] in notes for q in quotes):
+            picked = [n.lstrip("-• ").strip() for n in notes.splitlines() if n.strip()]
+            picked += [READ_ALOUD] * len(quotes)
+            notes = "\n".join(f"> {q}\n{picked[i]}" for i, q in enumerate(quotes))
+        parts = [f"**{name}**\n{body}" for name, body in sections.items()]
+        if notes:
+            parts.append(f"**Line notes**\n{notes}")
+        return "\n\n".join(parts)
+
+    return Task(
+        command="critique",
+        title=f"Critique · {focus} · {tone}",
+        prompt=critique_prompt(text, focus, tone),
+        params=SamplingParams(
+            max_new_tokens=min(260, settings.max_new_tokens * 2),
+            temperature=0.6,
+            top_p=0.9,
+            repetition_penalty=1.15,
+        ),
+        inputs={"text": text, "focus": focus, "tone": tone},
+        finish=finish,
+        accept=lambda answer: "**Suggestions**" in answer,
+        retry=lambda _first: critique_prompt(text, focus, tone),
+    )
+
+
+def scene_task(settings: Settings, setting: str, characters: str, situation: str | None) -> Task:
+    """A short scene in screenplay form."""
+    names = [n.strip() for n in re.split(r",|\band\b", characters) if n.strip()][:6]
+
+    def finish(answer: str) -> str:
+        return clean_output(answer)
+
+    return Task(
+        command="scene",
+        title=f"Scene · {' '.join(setting.split())[:200]}",
+        prompt=scene_prompt(setting, characters, situation),
+        params=SamplingParams(
+            max_new_tokens=min(300, settings.max_new_tokens * 2),
+            temperature=0.75,
+            top_p=0.92,
+            repetition_penalty=1.15,
+        ),
+        inputs={"setting": setting, "characters": characters, "situation": situation},
+        finish=finish,
+        accept=lambda scene: has_dialogue(scene, [n.split()[0] for n in names if n.split()]),
+        retry=lambda _first: scene_prompt(setting, characters, situation),
+    )
+
+
+BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
+    "poem": lambda settings, inputs: poem_task(settings, inputs["topic"], inputs["form"]),
+    "brainstorm": lambda settings, inputs: brainstorm_task(
+        settings, inputs["topic"], int(inputs["count"]), inputs["kind"]
+    ),
+    "critique": lambda settings, inputs: critique_task(
+        settings, inputs["text"], inputs["focus"], inputs["tone"]
+    ),
+    "scene": lambda settings, inputs: scene_task(
+        settings, inputs["setting"], inputs["characters"], inputs.get("situation")
+    ),
+    "expand": lambda settings, inputs: expand_task(
+        settings, inputs["topic"], inputs["idea"], int(inputs["index"])
+    ),
+}
+
+
+def build_task(command: str, inputs: dict[str, Any], settings: Settings) -> Task | None:
+    """The task that `command` runs for `inputs`, or None when it cannot be rebuilt."""
+    builder = BUILDERS.get(command)
+    if builder is None:
+        return None
+    try:
+        return builder(settings, inputs)
+    except (KeyError, TypeError):  # inputs stored by an older version, or damaged
+        return None

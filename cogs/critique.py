@@ -1,0 +1,109 @@
+"""Critique: `/critique`, and "Critique this" on any message; `/scene` for scripts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.prompts.critique import FOCUS, TONES
+from bot.services import Services
+from bot.tasks import critique_task, scene_task
+from bot.ui.respond import NO_MENTIONS, answer_with_generation
+
+if TYPE_CHECKING:
+    from bot.app import LLMOSBot
+
+TEXT_LIMIT = 4000
+
+
+class Critique(commands.Cog):
+    """Feedback on writing, and scenes for scripts."""
+
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
+        self.services = services
+        self.menu = app_commands.ContextMenu(name="Critique this", callback=self.critique_message)
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    async def _critique(
+        self, interaction: discord.Interaction, text: str, focus: str, tone: str
+    ) -> None:
+        if not text.strip():
+            await self._refuse(interaction, "There's no text to critique.")
+            return
+        if len(text) > TEXT_LIMIT:
+            await self._refuse(
+                interaction,
+                f"That's {len(text)} characters; I can critique up to {TEXT_LIMIT} at a time. "
+                "Try a passage of it.",
+            )
+            return
+        task = critique_task(self.services.settings, text, focus, tone)
+        await answer_with_generation(interaction, self.services, task)
+
+    @app_commands.command(name="critique")
+    @app_commands.describe(text="The writing to critique", focus="What to look at", tone="How")
+    @app_commands.choices(
+        focus=[app_commands.Choice(name=f, value=f) for f in FOCUS],
+        tone=[app_commands.Choice(name=t, value=t) for t in TONES],
+    )
+    async def critique(
+        self, interaction: discord.Interaction, text: str, focus: str = "overall",
+        tone: str = "balanced",
+    ) -> None:  # fmt: skip
+        """Get strengths, suggestions and line notes on a piece of writing."""
+        await self._critique(
+            interaction, text, focus if focus in FOCUS else "overall",
+            tone if tone in TONES else "balanced",
+        )  # fmt: skip
+
+    async def critique_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Critique the writing in this message."""
+        if not message.content.strip():
+            if message.attachments:
+                await self._refuse(
+                    interaction,
+                    "I can only critique text for now, not images or files. "
+                    "Paste the words into /critique instead.",
+                )
+            else:
+                await self._refuse(interaction, "There's no text in that message to critique.")
+            return
+        await self._critique(interaction, message.content, "overall", "balanced")
+
+    @app_commands.command(name="scene")
+    @app_commands.describe(
+        setting="Where it happens", characters="Who is in it (comma-separated)",
+        situation="What is going on (optional)",
+    )  # fmt: skip
+    async def scene(
+        self, interaction: discord.Interaction, setting: str, characters: str,
+        situation: str | None = None,
+    ) -> None:  # fmt: skip
+        """Write a short scene in screenplay form."""
+        fields = [setting, characters, situation or ""]
+        if not setting.strip() or not characters.strip():
+            await self._refuse(interaction, "A scene needs a setting and at least one character.")
+            return
+        if any(len(f) > 300 for f in fields):
+            await self._refuse(interaction, "Please keep each option under 300 characters.")
+            return
+        task = scene_task(self.services.settings, setting, characters, situation)
+        await answer_with_generation(interaction, self.services, task)
+
+
+async def setup(bot: LLMOSBot) -> None:
+    await bot.add_cog(Critique(bot, bot.services))
