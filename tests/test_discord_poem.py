@@ -87,6 +87,8 @@ async def test_long_poem_streams_by_edits_at_most_once_a_second(world: World) ->
 async def test_queue_position_is_shown_while_waiting(world: World) -> None:
     emu = world.emu
     first = await emu.slash(world.alice, world.channel, "poem", topic="mountains", form="sonnet")
+    # once the sonnet is being written, the engine is busy: the haiku has to wait its turn
+    await emu.wait_final(first, lambda m: m.content.startswith("✍️"), timeout=60)
     second = await emu.slash(world.bob, world.channel, "poem", topic="rivers", form="haiku")
     await emu.wait_final(first, finished, timeout=90)
     message = await emu.wait_final(second, finished, timeout=90)
