@@ -18,6 +18,7 @@ EXTENSIONS = (
     "cogs.critique",
     "cogs.refine",
     "cogs.settings",
+    "cogs.story",
 )
 
 

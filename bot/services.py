@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from bot.config import Settings
 from bot.generation.queue import GenerationQueue
 from bot.preferences import Preferences
-from bot.store import Store
+from bot.store import Store, Stories
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ class Services:
     store: Store
     queue: GenerationQueue
     preferences: Preferences
+    stories: Stories
 
 
 @asynccontextmanager
@@ -42,6 +43,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 max_pending_per_user=settings.max_pending_per_user,
                 timeout=settings.generation_timeout,
             ) as queue:
-                yield Services(settings, store, queue, Preferences(store))
+                yield Services(settings, store, queue, Preferences(store), Stories(store))
         finally:
             engine.close()

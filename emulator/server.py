@@ -172,6 +172,13 @@ class DiscordEmulator:
         self.channels[channel.id] = channel
         return channel
 
+    async def open_channel(self, guild: Guild, name: str) -> Channel:
+        """A new text channel while the bot is connected (it hears CHANNEL_CREATE)."""
+        channel = self.add_channel(guild, name)
+        await self.dispatch("CHANNEL_CREATE", channel.payload())
+        await self._notify()
+        return channel
+
     # -- waiting for the bot ---------------------------------------------------------------------
 
     async def _notify(self) -> None:
@@ -361,6 +368,7 @@ class DiscordEmulator:
     def _routes(self) -> dict[tuple[str, str], Any]:
         return {
             ("GET", "/users/@me"): self._get_me,
+            ("GET", "/users/*"): self._get_user,
             ("GET", "/oauth2/applications/@me"): self._get_application,
             ("PUT", "/applications/*/commands"): self._put_commands,
             ("PUT", "/applications/*/guilds/*/commands"): self._put_guild_commands,
@@ -377,6 +385,7 @@ class DiscordEmulator:
             ("PATCH", "/channels/*/messages/*"): self._edit_message,
             ("DELETE", "/channels/*/messages/*"): self._delete_message,
             ("POST", "/channels/*/typing"): self._typing,
+            ("POST", "/channels/*/threads"): self._create_thread,
             ("PUT", "/channels/*/messages/*/reactions/*/@me"): self._add_own_reaction,
             ("DELETE", "/channels/*/messages/*/reactions/*/@me"): self._remove_own_reaction,
         }
@@ -385,6 +394,12 @@ class DiscordEmulator:
 
     async def _get_me(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
         return self.bot_user.payload()
+
+    async def _get_user(self, body: Any, request: web.Request, user_id: str) -> dict[str, Any]:
+        user = self.users.get(int(user_id)) if user_id.isdigit() else None
+        if user is None:
+            raise DiscordError(404, 10013, "Unknown User")
+        return user.payload()
 
     async def _get_application(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
         return {"id": str(self.application_id), "name": "LLMOS", "icon": None,
@@ -534,6 +549,22 @@ class DiscordEmulator:
     async def _typing(self, body: Any, request: web.Request, channel: str) -> None:
         return None
 
+    async def _create_thread(
+        self, body: dict[str, Any], request: web.Request, channel: str
+    ) -> dict[str, Any]:
+        parent = self.channels.get(int(channel))
+        if parent is None or parent.type != 0:
+            raise DiscordError(400, 50024, "Cannot execute action on this channel type")
+        name = (body.get("name") or "").strip()
+        if not 1 <= len(name) <= 100:
+            raise DiscordError(400, 50035, "name: must be between 1 and 100 in length")
+        thread = Channel(self.snowflake(), name, parent.guild_id, type=11, parent_id=parent.id)
+        self.guilds[parent.guild_id].channels[thread.id] = thread
+        self.channels[thread.id] = thread
+        payload = thread.payload() | {"newly_created": True}
+        await self.dispatch("THREAD_CREATE", payload)
+        return thread.payload()
+
     async def _add_own_reaction(
         self, body: Any, request: web.Request, channel: str, mid: str, emoji: str
     ) -> None:
@@ -604,7 +635,11 @@ class DiscordEmulator:
             }
         }
         if kind in (4, 5):  # a message (4) or a "thinking" placeholder (5)
-            fields = dict(data) if kind == 4 else {"flags": (data.get("flags") or 0) | 128}
+            fields = (
+                dict(data) | {"_files": body.get("_files", [])}
+                if kind == 4
+                else {"flags": (data.get("flags") or 0) | 128}
+            )
             message = self._new_message(
                 interaction.channel_id,
                 self.bot_user,

@@ -22,7 +22,7 @@ from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
 from bot.preferences import Preferences
 from bot.services import Services
-from bot.store import Store
+from bot.store import Store, Stories
 from emulator import Channel, Emulator, Guild, User
 from emulator.state import PERM_MANAGE_CHANNELS
 
@@ -108,7 +108,7 @@ async def world(
         queue = await stack.enter_async_context(
             GenerationQueue(engine, max_pending_per_user=2, timeout=60)
         )
-        services = Services(settings, store, queue, Preferences(store))
+        services = Services(settings, store, queue, Preferences(store), Stories(store))
         bot = LLMOSBot(services)
         await bot.login(emu.token)
         runner = asyncio.create_task(bot.connect(reconnect=True))

@@ -36,6 +36,31 @@ EMBED_COLOUR = discord.Colour(0x7B68EE)
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
+def split_for_discord(text: str, limit: int = 2000) -> list[str]:
+    """Pieces of at most `limit` characters, cut at paragraph, then line, then word boundaries.
+
+    A single word longer than `limit` (a URL, say) is the only thing ever cut mid-word.
+    """
+    pieces: list[str] = []
+    current = ""
+    for paragraph in text.split("\n\n"):
+        candidate = f"{current}\n\n{paragraph}" if current else paragraph
+        if len(candidate) <= limit:
+            current = candidate
+            continue
+        if current:
+            pieces.append(current)
+        while len(paragraph) > limit:
+            cut = max(paragraph.rfind("\n", 0, limit), paragraph.rfind(" ", 0, limit))
+            cut = cut if cut > 0 else limit
+            pieces.append(paragraph[:cut].rstrip())
+            paragraph = paragraph[cut:].lstrip()
+        current = paragraph
+    if current or not pieces:
+        pieces.append(current)
+    return pieces
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """One thing to write: what to ask the model, and how to present and store the answer."""
@@ -116,6 +141,15 @@ class Where:
     user_id: int
     channel_id: int
     guild_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A generation that was saved and shown in a Discord message."""
+
+    generation_id: int
+    message_id: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +242,8 @@ async def answer_with_generation(
     refines_id: int | None = None,
     refine_kind: str | None = None,
     controls: Callable[[Written], discord.ui.View | None] | None = None,
-) -> int | None:
-    """Run `task` for the user of `interaction` and answer it; returns the generation id.
+) -> Answered | None:
+    """Run `task` for the user of `interaction` and answer it; returns what was shown.
 
     Refusals (queue full, too many pending) are ephemeral and queue nothing. Failures end with
     a short message in place of the output; only finished work is saved. `controls` builds
@@ -246,4 +280,29 @@ async def answer_with_generation(
         view=view if view is not None else discord.utils.MISSING,
     )  # fmt: skip
     await services.store.set_output_message(written.output_id, message.id)
-    return written.generation_id
+    return Answered(written.generation_id, message.id, written.text)
+
+
+async def answer_in_channel(
+    channel: discord.abc.Messageable, services: Services, task: Task, *, user_id: int,
+    guild_id: int | None, channel_id: int, reference: discord.Message | None = None,
+) -> Answered | None:  # fmt: skip
+    """Like `answer_with_generation`, for work not started by an interaction (a mention, a
+    story's automatic turn): a new message is sent and the answer streams into it."""
+    request = GenerationRequest(user_id=user_id, prompt=task.prompt, params=task.params)
+    try:
+        handle = services.queue.submit(request)
+    except QueueRefused as refused:
+        await channel.send(refused.user_message, reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
+        return None
+    message = await channel.send("✍️ …", reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
+
+    async def edit(content: str) -> object:
+        return await message.edit(content=content, allowed_mentions=NO_MENTIONS)
+
+    written = await write(services, task, handle, Where(user_id, channel_id, guild_id), edit)
+    if written is None:
+        return None
+    await message.edit(content=None, embed=written.embed, allowed_mentions=NO_MENTIONS)
+    await services.store.set_output_message(written.output_id, message.id)
+    return Answered(written.generation_id, message.id, written.text)
