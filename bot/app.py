@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.poetry",
     "cogs.brainstorm",
+    "cogs.chat",
     "cogs.critique",
     "cogs.refine",
     "cogs.settings",
@@ -56,6 +57,9 @@ class LLMOSBot(commands.Bot):
         else:
             synced = await self.tree.sync()
         log.info("Synced %d application command(s) (%s)", len(synced), mode)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """No prefix commands: slash commands only. Cogs listen to messages themselves."""
 
     async def on_ready(self) -> None:
         log.info("Connected as %s to %d server(s)", self.user, len(self.guilds))

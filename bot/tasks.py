@@ -20,6 +20,7 @@ from bot.prompts.brainstorm import (
     number,
     parse_ideas,
 )
+from bot.prompts.chat import chat_prompt
 from bot.prompts.critique import (
     critique_prompt,
     critique_sections,
@@ -31,8 +32,8 @@ from bot.prompts.poems import acrostic_word
 from bot.ui.respond import Task
 
 
-def poem_task(settings: Settings, topic: str, form: str) -> Task:
-    """The task for a poem about `topic` in `form` (a key of `FORMS`)."""
+def poem_task(settings: Settings, topic: str, form: str, style: str | None = None) -> Task:
+    """The task for a poem about `topic` in `form` (a key of `FORMS`), in an optional style."""
     spec = FORMS[form]
 
     def finish(text: str) -> str:
@@ -49,7 +50,7 @@ def poem_task(settings: Settings, topic: str, form: str) -> Task:
     return Task(
         command="poem",
         title=f"{spec.label} · {' '.join(topic.split())[:200]}",
-        prompt=poem_prompt(topic, form),
+        prompt=poem_prompt(topic, form, style),
         # A little cooler than the default: a 135M model wanders off the form when hotter.
         params=SamplingParams(
             max_new_tokens=min(spec.max_new_tokens, settings.max_new_tokens),
@@ -57,10 +58,10 @@ def poem_task(settings: Settings, topic: str, form: str) -> Task:
             top_p=0.9,
             repetition_penalty=1.15,
         ),
-        inputs={"topic": topic, "form": form},
+        inputs={"topic": topic, "form": form, "style": style},
         finish=finish,
         accept=accept,
-        retry=lambda _first: poem_prompt(topic, form, firm=True),
+        retry=lambda _first: poem_prompt(topic, form, style, firm=True),
     )
 
 
@@ -171,8 +172,25 @@ def scene_task(settings: Settings, setting: str, characters: str, situation: str
     )
 
 
+def chat_task(
+    settings: Settings, text: str, persona: str = "", earlier: str | None = None,
+    params: SamplingParams | None = None,
+) -> Task:  # fmt: skip
+    """The channel's persona answering `text` (optionally in reply to its own `earlier` output)."""
+    return Task(
+        command="chat",
+        title="LLMOS",
+        prompt=chat_prompt(text, persona=persona, earlier=earlier),
+        params=params or SamplingParams(max_new_tokens=min(160, settings.max_new_tokens)),
+        inputs={"text": text, "persona": persona, "earlier": earlier},
+        finish=clean_output,
+    )
+
+
 BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
-    "poem": lambda settings, inputs: poem_task(settings, inputs["topic"], inputs["form"]),
+    "poem": lambda settings, inputs: poem_task(
+        settings, inputs["topic"], inputs["form"], inputs.get("style")
+    ),
     "brainstorm": lambda settings, inputs: brainstorm_task(
         settings, inputs["topic"], int(inputs["count"]), inputs["kind"]
     ),
@@ -181,6 +199,9 @@ BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
     ),
     "scene": lambda settings, inputs: scene_task(
         settings, inputs["setting"], inputs["characters"], inputs.get("situation")
+    ),
+    "chat": lambda settings, inputs: chat_task(
+        settings, inputs["text"], inputs.get("persona", ""), inputs.get("earlier")
     ),
     "expand": lambda settings, inputs: expand_task(
         settings, inputs["topic"], inputs["idea"], int(inputs["index"])

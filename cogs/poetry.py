@@ -17,40 +17,71 @@ if TYPE_CHECKING:
     from bot.app import LLMOSBot
 
 TOPIC_LIMIT = 300
+STYLE_LIMIT = 200
 
 
 class Poetry(commands.Cog):
     """Poems on request."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
         self.services = services
+        self.menu = app_commands.ContextMenu(
+            name="Write a poem about this", callback=self.poem_about_message
+        )
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @app_commands.command(name="poem")
-    @app_commands.describe(topic="What the poem is about", form="The poem's form")
+    @app_commands.describe(
+        topic="What the poem is about", form="The poem's form",
+        style='A style or mood, e.g. "in the manner of Romantic odes" or "playful"',
+    )  # fmt: skip
     @app_commands.choices(
         form=[app_commands.Choice(name=f.label, value=f.key) for f in FORMS.values()]
     )
     async def poem(
-        self, interaction: discord.Interaction, topic: str, form: str = "free_verse"
-    ) -> None:
+        self, interaction: discord.Interaction, topic: str, form: str = "free_verse",
+        style: str | None = None,
+    ) -> None:  # fmt: skip
         """Write a poem about a topic, in the form you choose."""
         if not topic.strip():
-            await interaction.response.send_message(
-                "Please give the poem a topic.", ephemeral=True, allowed_mentions=NO_MENTIONS
-            )
+            await self._refuse(interaction, "Please give the poem a topic.")
             return
         if len(topic) > TOPIC_LIMIT:
-            await interaction.response.send_message(
+            await self._refuse(
+                interaction,
                 f"That topic is {len(topic)} characters long; please keep it under {TOPIC_LIMIT}.",
-                ephemeral=True, allowed_mentions=NO_MENTIONS,
-            )  # fmt: skip
+            )
+            return
+        if style is not None and len(style) > STYLE_LIMIT:
+            await self._refuse(
+                interaction, f"Please keep the style under {STYLE_LIMIT} characters."
+            )
             return
         if form not in FORMS:
             form = "free_verse"
-        await answer_with_generation(
-            interaction, self.services, poem_task(self.services.settings, topic, form)
-        )
+        task = poem_task(self.services.settings, topic, form, style=(style or "").strip() or None)
+        await answer_with_generation(interaction, self.services, task)
+
+    async def poem_about_message(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        """Write a free-verse poem about what this message says."""
+        text = " ".join(message.clean_content.split())
+        if not text:
+            await self._refuse(interaction, "That message has no words to write a poem about.")
+            return
+        task = poem_task(self.services.settings, text[:TOPIC_LIMIT], "free_verse")
+        await answer_with_generation(interaction, self.services, task)
 
 
 async def setup(bot: LLMOSBot) -> None:
-    await bot.add_cog(Poetry(bot.services))
+    await bot.add_cog(Poetry(bot, bot.services))

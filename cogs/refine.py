@@ -66,7 +66,10 @@ class Refine(commands.Cog):
             output_id=output.id, refines_id=chosen.id, refine_kind="regenerate",
         )  # fmt: skip
         if written is not None:
-            await message.edit(content=None, embed=written.embed, allowed_mentions=NO_MENTIONS)
+            await message.edit(
+                content=None, embed=written.embed, allowed_mentions=NO_MENTIONS,
+                attachments=written.files,
+            )  # fmt: skip
 
 
 async def setup(bot: LLMOSBot) -> None:

@@ -30,6 +30,7 @@ from emulator.state import (
     EMBED_TOTAL_LIMIT,
     EMBEDS_LIMIT,
     MEMBER_PERMS,
+    USER_MENTION,
     Channel,
     Guild,
     Interaction,
@@ -473,6 +474,10 @@ class DiscordEmulator:
             attachments=self._attachments(body), **extra,
         )  # fmt: skip
         message.pinged = pings(message.content, message.allowed_mentions)
+        message.mentions = [
+            self.users[int(uid)] for uid in USER_MENTION.findall(message.content)
+            if int(uid) in self.users
+        ]  # fmt: skip
         self.messages[message.id] = message
         self._tell("create", message)
         return message

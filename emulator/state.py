@@ -33,6 +33,7 @@ MEMBER_PERMS = (PERM_VIEW | PERM_SEND | PERM_ADD_REACTIONS | PERM_EMBED | PERM_A
                 | PERM_HISTORY | PERM_USE_COMMANDS | PERM_THREADS)  # fmt: skip
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>|<@&(\d+)>|@everyone|@here")
+USER_MENTION = re.compile(r"<@!?(\d+)>")
 
 
 def iso_now() -> str:
@@ -172,6 +173,7 @@ class Message:
     deleted: bool = False
     created_at: str = field(default_factory=iso_now)
     reactions: dict[str, set[int]] = field(default_factory=dict)
+    mentions: list[User] = field(default_factory=list)  # users named as <@id> in the content
 
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -180,7 +182,8 @@ class Message:
             "timestamp": self.created_at,
             "edited_timestamp": (datetime.fromtimestamp(self.edited_at, UTC).isoformat()
                                  if self.edited_at else None),
-            "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
+            "tts": False, "mention_everyone": False,
+            "mentions": [u.payload() for u in self.mentions], "mention_roles": [],
             "attachments": self.attachments, "embeds": self.embeds,
             "components": self.components, "pinned": False, "flags": self.flags,
             "reactions": [{"emoji": {"id": None, "name": e}, "count": len(u), "me": False,

@@ -6,6 +6,7 @@ streaming, errors and saving look and behave the same everywhere.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 EDIT_INTERVAL_S = 1.0
 STREAM_PREVIEW_CHARS = 1900
 EMBED_COLOUR = discord.Colour(0x7B68EE)
+EMBED_TEXT_LIMIT = 4000  # Discord allows 4096 in a description; room for the note
+ATTACHED_NOTE = "*(The whole text is in the attached file.)*"
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
@@ -89,7 +92,12 @@ class Task:
 def render_result(
     task: Task, text: str, result: GenerationResult, generation_id: int
 ) -> discord.Embed:
-    embed = discord.Embed(title=task.title[:256], description=text[:4096], colour=EMBED_COLOUR)
+    """The finished answer as an embed; a text too long for one is cut at a paragraph (or word)
+    boundary, with a note that the whole text is attached (see `Written.files`)."""
+    shown = text
+    if len(text) > EMBED_TEXT_LIMIT:
+        shown = split_for_discord(text, EMBED_TEXT_LIMIT - 80)[0] + f"\n\n{ATTACHED_NOTE}"
+    embed = discord.Embed(title=task.title[:256], description=shown, colour=EMBED_COLOUR)
     embed.set_footer(text=f"{result.model} · {result.generation_s:.1f} s · #{generation_id}")
     return embed
 
@@ -160,6 +168,14 @@ class Written:
     generation_id: int
     text: str
     embed: discord.Embed
+
+    @property
+    def files(self) -> list[discord.File]:
+        """The whole text as a file, when the embed could show only its start."""
+        if len(self.text) <= EMBED_TEXT_LIMIT:
+            return []
+        data = io.BytesIO(self.text.encode())
+        return [discord.File(data, filename=f"llmos-{self.generation_id}.md")]
 
 
 async def write(
@@ -277,7 +293,7 @@ async def answer_with_generation(
     view = controls(written) if controls is not None else None
     message = await interaction.edit_original_response(
         content=None, embed=written.embed, allowed_mentions=NO_MENTIONS,
-        view=view if view is not None else discord.utils.MISSING,
+        view=view if view is not None else discord.utils.MISSING, attachments=written.files,
     )  # fmt: skip
     await services.store.set_output_message(written.output_id, message.id)
     return Answered(written.generation_id, message.id, written.text)
@@ -303,6 +319,8 @@ async def answer_in_channel(
     written = await write(services, task, handle, Where(user_id, channel_id, guild_id), edit)
     if written is None:
         return None
-    await message.edit(content=None, embed=written.embed, allowed_mentions=NO_MENTIONS)
+    await message.edit(
+        content=None, embed=written.embed, allowed_mentions=NO_MENTIONS, attachments=written.files
+    )
     await services.store.set_output_message(written.output_id, message.id)
     return Answered(written.generation_id, message.id, written.text)

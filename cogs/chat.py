@@ -1,0 +1,84 @@
+"""Mentions and replies: routed by the channel's mode (story, brainstorm, critique, chat, off)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot.services import Services
+from bot.tasks import brainstorm_task, chat_task, critique_task
+from bot.ui.respond import NO_MENTIONS, answer_in_channel
+
+if TYPE_CHECKING:
+    from bot.app import LLMOSBot
+
+log = logging.getLogger(__name__)
+
+
+class Chat(commands.Cog):
+    """Answers when someone mentions the bot or replies to it, as the channel's mode says."""
+
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
+        self.services = services
+
+    async def _replied_to(self, message: discord.Message) -> discord.Message | None:
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        if isinstance(ref.resolved, discord.Message):
+            return ref.resolved
+        try:
+            return await message.channel.fetch_message(ref.message_id)
+        except discord.HTTPException:
+            return None
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.bot.user
+        if message.author.bot or message.guild is None or me is None:
+            return
+        replied = await self._replied_to(message)
+        to_me = me in message.mentions or (replied is not None and replied.author.id == me.id)
+        if not to_me:
+            return
+        if await self.services.stories.active(message.channel.id) is not None:
+            return  # the story cog answers in story channels
+        prefs = await self.services.preferences.for_channel(message.guild.id, message.channel.id)
+        text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
+        settings = self.services.settings
+        earlier = None
+        if replied is not None and replied.author.id == me.id:
+            earlier = replied.embeds[0].description if replied.embeds else replied.content
+        if prefs.mode == "off":
+            return
+        if prefs.mode == "story":
+            await message.reply(
+                "There's no story here yet. Begin one with /story start.",
+                allowed_mentions=NO_MENTIONS,
+            )
+            return
+        if not text and not (prefs.mode == "critique" and replied is not None):
+            await message.reply("Yes? Tell me what you'd like.", allowed_mentions=NO_MENTIONS)
+            return
+        if prefs.mode == "brainstorm":
+            task = brainstorm_task(settings, text[:300], 5, "anything")
+        elif prefs.mode == "critique":
+            target = text
+            if replied is not None and replied.author.id != me.id and replied.content.strip():
+                target = replied.content
+            task = critique_task(settings, target[:4000], "overall", "balanced")
+        else:
+            task = chat_task(settings, text, prefs.persona, earlier, prefs.sampling(160))
+        await answer_in_channel(
+            message.channel, self.services, task, user_id=message.author.id,
+            guild_id=message.guild.id, channel_id=message.channel.id, reference=message,
+        )  # fmt: skip
+
+
+async def setup(bot: LLMOSBot) -> None:
+    await bot.add_cog(Chat(bot, bot.services))

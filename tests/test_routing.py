@@ -1,0 +1,94 @@
+"""Mentions and replies, routed by the channel's mode; poems from a message; long answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.generation.types import GenerationResult
+from bot.tasks import chat_task
+from bot.ui.respond import ATTACHED_NOTE, Written, render_result
+from emulator import Channel, Message
+from tests.conftest import World
+
+
+def test_long_answers_are_cut_at_a_boundary_and_attached() -> None:
+    from bot.config import load_settings
+
+    task = chat_task(load_settings({}, dotenv_path=None), "hi")
+    text = "\n\n".join(f"Paragraph {i} " + "word " * 150 for i in range(8))
+    result = GenerationResult("r", text, "stop", 1, 2, 0.0, 1.0, "m")
+    embed = render_result(task, text, result, 7)
+    assert embed.description is not None and embed.description.endswith(ATTACHED_NOTE)
+    assert len(embed.description) <= 4096
+    assert embed.description[: -len(ATTACHED_NOTE)].rstrip().endswith("word")  # whole words
+    files = Written(1, 7, text, embed).files
+    assert [f.filename for f in files] == ["llmos-7.md"]
+    assert Written(1, 7, "short", embed).files == []
+
+
+async def channel_in_mode(world: World, name: str, mode: str) -> Channel:
+    channel = await world.emu.open_channel(world.guild, name)
+    await world.services.preferences.set(
+        "channel", channel.id, "mode", mode, guild_id=world.guild.id, user_id=world.mod.id
+    )
+    return channel
+
+
+def bot_answers(world: World, channel: Channel) -> list[Message]:
+    return [m for m in world.emu.channel_messages(channel.id) if m.author.bot and m.embeds]
+
+
+@pytest.mark.slow
+async def test_chat_mode_answers_mentions_and_replies(world: World) -> None:
+    emu = world.emu
+    channel = await channel_in_mode(world, "chat-room", "chat")
+    asked = await emu.say(world.alice, channel, f"<@{emu.bot_user.id}> give me a word for rain")
+    answers = await emu.wait_for(lambda: bot_answers(world, channel), timeout=60)
+    assert answers[0].reference_id == asked.id and answers[0].pinged == []
+    await emu.say(world.bob, channel, "and one for snow?", reply_to=answers[0])
+    await emu.wait_for(lambda: len(bot_answers(world, channel)) == 2, timeout=60)
+    assert emu.errors == []
+
+
+@pytest.mark.slow
+async def test_off_mode_ignores_and_critique_mode_critiques_the_replied_text(
+    world: World,
+) -> None:
+    emu = world.emu
+    quiet = await channel_in_mode(world, "quiet-room", "off")
+    await emu.say(world.alice, quiet, f"<@{emu.bot_user.id}> hello?")
+    await asyncio.sleep(1.0)
+    assert [m for m in emu.channel_messages(quiet.id) if m.author.bot] == []
+
+    workshop = await channel_in_mode(world, "workshop", "critique")
+    draft = await emu.say(world.bob, workshop, "The fog came in on little cat feet.\nIt sat.")
+    await emu.say(world.alice, workshop, f"<@{emu.bot_user.id}>", reply_to=draft)
+    answers = await emu.wait_for(lambda: bot_answers(world, workshop), timeout=90)
+    assert "> The fog came in on little cat feet." in answers[0].embeds[0]["description"]
+    assert emu.errors == []
+
+
+@pytest.mark.slow
+async def test_brainstorm_mode_and_poem_about_a_message(world: World) -> None:
+    emu = world.emu
+    room = await channel_in_mode(world, "ideas-room", "brainstorm")
+    await emu.say(world.alice, room, f"<@{emu.bot_user.id}> a heist in a library")
+    answers = await emu.wait_for(lambda: bot_answers(world, room), timeout=90)
+    lines = answers[0].embeds[0]["description"].splitlines()
+    assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4", "5"]
+
+    said = await emu.say(world.bob, world.channel, "My grandmother kept bees on the roof.")
+    poem = await emu.context_menu(world.alice, said, "Write a poem about this")
+    done = await emu.wait_final(poem, lambda m: bool(m.embeds), timeout=60)
+    assert done.embeds[0]["title"] == "Free verse · My grandmother kept bees on the roof."
+
+    styled = await emu.slash(world.alice, world.channel, "poem", topic="tea", form="haiku",
+                             style="playful")  # fmt: skip
+    await emu.wait_final(styled, lambda m: bool(m.embeds), timeout=60)
+    rows = await world.services.store.fetchall(
+        'SELECT prompt FROM generations WHERE prompt LIKE \'%"style": "playful"%\''
+    )
+    assert rows
+    assert emu.errors == []
