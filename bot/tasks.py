@@ -6,7 +6,6 @@ the same task from them, with the same prompt, parameters and post-processing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,30 +21,34 @@ from bot.prompts.brainstorm import (
 )
 from bot.prompts.chat import chat_prompt
 from bot.prompts.critique import (
+    character_cues,
     critique_prompt,
     critique_sections,
     has_dialogue,
     quotable_lines,
     scene_prompt,
 )
-from bot.prompts.poems import acrostic_word
+from bot.prompts.poems import acrostic_line_prompt, acrostic_word
 from bot.ui.respond import Task
 
 
 def poem_task(settings: Settings, topic: str, form: str, style: str | None = None) -> Task:
     """The task for a poem about `topic` in `form` (a key of `FORMS`), in an optional style."""
     spec = FORMS[form]
+    word = acrostic_word(topic) if form == "acrostic" else ""
+    lines = len(word) if word else spec.lines
+    if word:
+        return acrostic_task(settings, topic, word)
 
     def finish(text: str) -> str:
-        poem, _fits = shape_poem(clean_output(text), spec.lines)
+        poem, _fits = shape_poem(clean_output(text), lines)
         return poem
 
     def accept(poem: str) -> bool:
         rows = poem.splitlines()
-        if form == "acrostic":
-            word = acrostic_word(topic)
-            return "".join(r.lstrip()[:1].upper() for r in rows[: len(word)]) == word
-        return bool(rows) and (spec.lines is None or len(rows) == spec.lines)
+        if word:
+            return "".join(r.lstrip()[:1].upper() for r in rows) == word
+        return bool(rows) and (lines is None or len(rows) == lines)
 
     return Task(
         command="poem",
@@ -62,6 +65,35 @@ def poem_task(settings: Settings, topic: str, form: str, style: str | None = Non
         finish=finish,
         accept=accept,
         retry=lambda _first: poem_prompt(topic, form, style, firm=True),
+    )
+
+
+def acrostic_task(settings: Settings, topic: str, word: str) -> Task:
+    """An acrostic, its lines written side by side, each from its own letter."""
+
+    def first_line(text: str) -> str:
+        rows = [r.strip() for r in clean_output(text).splitlines() if r.strip()]
+        return rows[0] if rows else ""
+
+    def join(texts: list[str]) -> str:
+        return "\n".join(first_line(t) for t in texts)
+
+    def accept(poem: str) -> bool:
+        return "".join(r.lstrip()[:1].upper() for r in poem.splitlines()) == word
+
+    prompts = [acrostic_line_prompt(topic, letter, word) for letter in word]
+    return Task(
+        command="poem",
+        title=f"{FORMS['acrostic'].label} · {' '.join(topic.split())[:200]}",
+        prompt=prompts[0],
+        extra=tuple(prompts[1:]),
+        join=join,
+        params=SamplingParams(
+            max_new_tokens=20, temperature=0.7, top_p=0.9, repetition_penalty=1.15
+        ),
+        inputs={"topic": topic, "form": "acrostic", "style": None},
+        finish=lambda text: "\n".join(r for r in text.splitlines() if r.strip()),
+        accept=accept,
     )
 
 
@@ -86,7 +118,8 @@ def brainstorm_task(settings: Settings, topic: str, count: int, kind: str) -> Ta
         title=f"{count} {kind} · {' '.join(topic.split())[:200]}",
         prompt=brainstorm_prompt(topic, count, kind),
         params=SamplingParams(
-            max_new_tokens=min(36 * count + 16, settings.max_new_tokens * 2),
+            # a small model writes long ideas; room for all of them beats a cut-off list
+            max_new_tokens=min(52 * count + 24, max(settings.max_new_tokens * 3, 200)),
             temperature=0.8,
             top_p=0.95,
             repetition_penalty=1.15,
@@ -150,7 +183,7 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
 
 def scene_task(settings: Settings, setting: str, characters: str, situation: str | None) -> Task:
     """A short scene in screenplay form."""
-    names = [n.strip() for n in re.split(r",|\band\b", characters) if n.strip()][:6]
+    cues = character_cues(characters)
 
     def finish(answer: str) -> str:
         return clean_output(answer)
@@ -167,7 +200,7 @@ def scene_task(settings: Settings, setting: str, characters: str, situation: str
         ),
         inputs={"setting": setting, "characters": characters, "situation": situation},
         finish=finish,
-        accept=lambda scene: has_dialogue(scene, [n.split()[0] for n in names if n.split()]),
+        accept=lambda scene: has_dialogue(scene, cues),
         retry=lambda _first: scene_prompt(setting, characters, situation),
     )
 

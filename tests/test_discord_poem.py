@@ -121,3 +121,14 @@ async def test_too_many_pending_is_refused_ephemerally(world: World) -> None:
     await emu.wait_final(a, finished, timeout=90)
     await emu.wait_final(b, finished, timeout=90)
     assert emu.errors == []
+
+
+async def test_acrostic_spells_its_word(world: World) -> None:
+    emu = world.emu
+    interaction = await emu.slash(world.alice, world.channel, "poem", topic="a quiet harbour",
+                                  form="acrostic")  # fmt: skip
+    message = await emu.wait_final(interaction, finished, timeout=90)
+    poem = message.embeds[0]["description"]
+    # its lines are written side by side, each from its own letter
+    assert "".join(line[:1] for line in poem.splitlines()).upper() == "QUIET"
+    assert emu.errors == []

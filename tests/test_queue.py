@@ -220,3 +220,14 @@ async def test_concurrent_engine_takes_new_requests_while_others_run() -> None:
         await long.result()
         for handle in extra:
             await handle.result()
+
+
+async def test_parts_of_an_accepted_task_skip_the_per_user_limit() -> None:
+    engine = ScriptedEngine()
+    async with GenerationQueue(engine, max_queue=10, max_pending_per_user=1) as queue:
+        first = queue.submit(request(1, "a b"))
+        with pytest.raises(TooManyPending):
+            queue.submit(request(1, "c"))
+        parts = [queue.submit(request(1, f"part {i}"), count_for_user=False) for i in range(3)]
+        for handle in [first, *parts]:
+            await handle.result()

@@ -272,11 +272,17 @@ class GenerationQueue:
         running = sum(1 for h in self._running if h.request.user_id == user_id)
         return len(self._waiting.get(user_id, ())) + running
 
-    def submit(self, request: GenerationRequest) -> GenerationHandle:
-        """Queue a request; raises `QueueRefused` (with a user-facing message) if it cannot."""
+    def submit(
+        self, request: GenerationRequest, *, count_for_user: bool = True
+    ) -> GenerationHandle:
+        """Queue a request; raises `QueueRefused` (with a user-facing message) if it cannot.
+
+        `count_for_user=False` is for the extra parts of one task the user already got accepted
+        (an acrostic's lines): they skip the per-user limit, never the queue's bound.
+        """
         if self._closed:
             raise ShuttingDown("queue is closed")
-        if self.pending_for(request.user_id) >= self.max_pending_per_user:
+        if count_for_user and self.pending_for(request.user_id) >= self.max_pending_per_user:
             raise TooManyPending(self.max_pending_per_user)
         if self.waiting >= self.max_queue:
             raise QueueFull(f"{self.waiting} requests waiting")

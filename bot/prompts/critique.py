@@ -95,7 +95,16 @@ def scene_prompt(setting: str, characters: str, situation: str | None) -> Prompt
         Message("user", ask),
     )
     heading = scene_heading(setting)
-    return Prompt(messages=messages, plain=f"{heading}\n\n", prefix=f"{heading}\n\n")
+    # Starting the answer on a character's cue holds the model to screenplay form.
+    cues = character_cues(characters)
+    cue = f"{cues[0]}\n" if cues else ""
+    return Prompt(messages=messages, plain=f"{heading}\n\n{cue}", prefix=f"{heading}\n\n{cue}")
+
+
+def character_cues(characters: str) -> list[str]:
+    """Screenplay cues for a list of characters: "Ada, the Captain" -> ["ADA", "CAPTAIN"]."""
+    names = [n.strip() for n in re.split(r",|\band\b", characters) if n.strip()]
+    return [n.split()[-1].upper() for n in names if n.split()][:6]
 
 
 def has_dialogue(scene: str, names: list[str]) -> bool:

@@ -39,6 +39,11 @@ EXAMPLES: dict[str, tuple[str, str]] = {
         "she tipped the jug over,\nthen rolled in the clover,\n"
         "and blamed the whole mess on a dream.",
     ),
+    "acrostic": (
+        "moon",
+        "Midnight lifts its silver lamp\nOver the sleeping roofs\nOwls trace its quiet arc\n"
+        "Night keeps it like a secret",
+    ),
     "free_verse": (
         "morning",
         "The kettle hums before I do.\nLight leans on the window like an old friend\n"
@@ -83,12 +88,17 @@ def tidy_user_text(text: str, limit: int = 500) -> str:
 
 
 def acrostic_word(topic: str) -> str:
-    """The word an acrostic about `topic` spells: its first word's letters, at most 12."""
-    for word in topic.split():
-        letters = "".join(c for c in word if c.isalpha())
-        if letters:
-            return letters[:12].upper()
-    return "POEM"
+    """The word an acrostic about `topic` spells: its first real word (not an article), at
+    most 12 letters."""
+    words = ["".join(c for c in w if c.isalpha()) for w in topic.split()]
+    words = [w for w in words if w]
+    for word in words:
+        if len(word) >= 3 and word.lower() not in _SKIP:
+            return word[:12].upper()
+    return (words[0][:12] if words else "POEM").upper()
+
+
+_SKIP = {"the", "and", "our", "her", "his", "its", "their", "your", "for", "with", "from"}
 
 
 def poem_prompt(topic: str, form: str, style: str | None = None, *, firm: bool = False) -> Prompt:
@@ -99,9 +109,12 @@ def poem_prompt(topic: str, form: str, style: str | None = None, *, firm: bool =
     spec = FORMS[form]
     topic = tidy_user_text(topic)
     instruction = spec.instruction
+    prefix = ""
     if form == "acrostic":
         word = acrostic_word(topic)
-        instruction = f"an acrostic poem of {len(word)} lines whose first letters spell {word}"
+        letters = ", ".join(word)
+        instruction = f"an acrostic poem: {len(word)} lines starting with the letters {letters}"
+        prefix = word[0]
     ask = f'Write {instruction}.\nTopic: "{topic}"'
     if firm and spec.lines:
         ask += f"\nExactly {spec.lines} lines, nothing else."
@@ -113,9 +126,34 @@ def poem_prompt(topic: str, form: str, style: str | None = None, *, firm: bool =
     if form in EXAMPLES:
         example_topic, example = EXAMPLES[form]
         messages += [
-            Message("user", f'Write {spec.instruction}.\nTopic: "{example_topic}"'),
+            Message(
+                "user",
+                f"Write {_example_instruction(form, example_topic, spec)}.\n"
+                f'Topic: "{example_topic}"',
+            ),
             Message("assistant", example),
         ]
         plain = f'{spec.label} about "{example_topic}"\n\n{example}\n\n' + plain
     messages.append(Message("user", ask))
-    return Prompt(messages=tuple(messages), plain=plain)
+    return Prompt(messages=tuple(messages), plain=plain, prefix=prefix)
+
+
+def acrostic_line_prompt(topic: str, letter: str, word: str) -> Prompt:
+    """One line of an acrostic, starting with `letter`: lines are written side by side, which a
+    small model does far more reliably than a whole acrostic at once."""
+    topic = tidy_user_text(topic)
+    ask = (
+        f'Write one line of a poem about "{topic}" (the poem spells {word}). '
+        f"The line starts with the letter {letter}. Only the line."
+    )
+    return Prompt(
+        messages=(Message("system", SYSTEM), Message("user", ask)),
+        plain=f'A line about "{topic}":\n', prefix=letter,
+    )  # fmt: skip
+
+
+def _example_instruction(form: str, topic: str, spec: PoemForm) -> str:
+    if form == "acrostic":
+        word = acrostic_word(topic)
+        return f"an acrostic poem: {len(word)} lines starting with the letters {', '.join(word)}"
+    return spec.instruction

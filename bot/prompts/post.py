@@ -61,6 +61,34 @@ def shape_poem(text: str, lines: int | None) -> tuple[str, bool]:
     rows = [r for r in rows if not r.lower().startswith(("title:", "note:", "topic:", "style:"))]
     if lines is None:
         return "\n".join(rows), bool(rows)
+    rows = _split_long_rows(rows, lines)
     if len(rows) >= lines:
         return "\n".join(rows[:lines]), True
     return "\n".join(rows), False
+
+
+_SEAM = re.compile(r"[,;:.!?–—]\s+|\s-\s")
+_CONJUNCTION = re.compile(r"\s(?=(?:and|but|so|while|when|then|yet|as)\s)")
+
+
+def _split_long_rows(rows: list[str], lines: int) -> list[str]:
+    """Break the longest rows at a comma, semicolon or dash until there are `lines` rows.
+
+    A small model often runs two lines of verse together; their seam is usually punctuated.
+    """
+    rows = list(rows)
+    while len(rows) < lines:
+        index = max(range(len(rows)), key=lambda i: len(rows[i]), default=None)
+        if index is None:
+            break
+        row = rows[index]
+        middle = len(row) // 2
+        cuts = [m.end() for m in _SEAM.finditer(row) if 8 < m.end() < len(row) - 8]
+        if not cuts:  # no punctuation: a conjunction is the next best seam
+            cuts = [m.start() + 1 for m in _CONJUNCTION.finditer(row)
+                    if 12 < m.start() < len(row) - 12]  # fmt: skip
+        if not cuts:
+            break
+        cut = min(cuts, key=lambda c: abs(c - middle))
+        rows[index : index + 1] = [row[:cut].rstrip(), row[cut:].strip()]
+    return rows

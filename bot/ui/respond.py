@@ -15,7 +15,7 @@ from typing import Any
 
 import discord
 
-from bot.generation.queue import GenerationHandle
+from bot.generation.queue import GenerationHandle, GenerationQueue
 from bot.generation.types import (
     GenerationError,
     GenerationRequest,
@@ -81,6 +81,10 @@ class Task:
     accept: Callable[[str], bool] | None = None
     retry: Callable[[str], Prompt | None] | None = None
     combine: Callable[[str, str], str] | None = None
+    # More prompts written side by side with the first (an acrostic's lines); their texts are
+    # joined with the first one's by `join` before `finish`.
+    extra: tuple[Prompt, ...] = ()
+    join: Callable[[list[str]], str] = "\n".join
 
     def best(self, first: str, second_raw: str) -> str:
         if self.combine is not None:
@@ -178,6 +182,59 @@ class Written:
         return [discord.File(data, filename=f"llmos-{self.generation_id}.md")]
 
 
+async def complete(
+    queue: GenerationQueue,
+    task: Task,
+    handle: GenerationHandle,
+    user_id: int,
+    edit: Callable[[str], Awaitable[object]],
+) -> tuple[str, GenerationResult, bool]:
+    """Finish `task`: its text, the (combined) result, and whether it took a second try.
+
+    The first attempt's `GenerationError` propagates; a failed second try keeps the first.
+    """
+    # Parts of an accepted task are not new requests for the per-user limit.
+    extras = [
+        queue.submit(GenerationRequest(user_id, p, task.params), count_for_user=False)
+        for p in task.extra
+    ]
+    try:
+        result = await show_progress(handle, edit)
+        parts = [await h.result() for h in extras]
+    except BaseException:
+        for h in extras:
+            h.cancel()
+        raise
+    if parts:
+        result = replace(
+            result,
+            text=task.join([result.text] + [p.text for p in parts]),
+            completion_tokens=result.completion_tokens + sum(p.completion_tokens for p in parts),
+            prompt_tokens=result.prompt_tokens + sum(p.prompt_tokens for p in parts),
+        )
+    text = task.finish(result.text)
+    if task.accept is None or task.retry is None or task.accept(text):
+        return text, result, False
+    firmer = task.retry(text)
+    if firmer is None:
+        return text, result, False
+    try:
+        second = await show_progress(
+            queue.submit(GenerationRequest(user_id, firmer, task.params)), edit
+        )
+    except GenerationError as error:  # keep the first attempt
+        log.info("retry of %s failed: %r", task.command, error)
+        return text, result, False
+    combined = replace(
+        second,
+        prompt_tokens=result.prompt_tokens + second.prompt_tokens,
+        completion_tokens=result.completion_tokens + second.completion_tokens,
+        queued_s=result.queued_s + second.queued_s,
+        generation_s=result.generation_s + second.generation_s,
+    )
+    return task.best(text, second.text), combined, True
+
+
 async def write(
     services: Services,
     task: Task,
@@ -196,32 +253,11 @@ async def write(
     nothing is saved; returns None.
     """
     try:
-        result = await show_progress(handle, edit)
+        text, result, retried = await complete(services.queue, task, handle, where.user_id, edit)
     except GenerationError as error:
         log.info("%s for %s failed: %r", task.command, where.user_id, error)
         await edit(error.user_message)
         return None
-    text = task.finish(result.text)
-    retried = False
-    if task.accept is not None and task.retry is not None and not task.accept(text):
-        firmer = task.retry(text)
-        if firmer is not None:
-            try:
-                handle = services.queue.submit(
-                    GenerationRequest(where.user_id, firmer, task.params)
-                )
-                second = await show_progress(handle, edit)
-            except GenerationError as error:  # keep the first attempt
-                log.info("retry of %s failed: %r", task.command, error)
-            else:
-                text, retried = task.best(text, second.text), True
-                result = replace(
-                    second,
-                    prompt_tokens=result.prompt_tokens + second.prompt_tokens,
-                    completion_tokens=result.completion_tokens + second.completion_tokens,
-                    queued_s=result.queued_s + second.queued_s,
-                    generation_s=result.generation_s + second.generation_s,
-                )
     if not text.strip():
         await edit("The model came back with nothing usable. Please try again.")
         return None
