@@ -17,9 +17,10 @@ from discord.ext import commands
 
 from bot.generation.types import SamplingParams
 from bot.prompts import clean_output
+from bot.prompts.story import LENGTHS
 from bot.services import Services
 from bot.store import StoryExists, StoryRecord
-from bot.story import LENGTHS, StoryContext
+from bot.story import StoryContext
 from bot.ui.respond import (
     NO_MENTIONS,
     Answered,

@@ -118,6 +118,11 @@ async def test_story_commands_and_messages(world: World) -> None:
     shown = await reply(world, await emu.slash(world.alice, channel, "story show"))
     assert "Mina lit the oven" in shown.content and "much older grudge" in shown.content
 
+    recap = await emu.slash(world.bob, channel, "story recap")
+    recapped = await emu.wait_final(recap, done, timeout=90)
+    assert recapped.embeds[0]["title"] == "The story so far · Two rival bakers share one oven"
+    assert recapped.embeds[0]["description"].strip()
+
     exported = await reply(world, await emu.slash(world.alice, channel, "story export"))
     document = emu.files[int(exported.attachments[0]["id"])].decode()
     assert exported.attachments[0]["filename"] == "story.md"

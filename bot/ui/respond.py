@@ -106,38 +106,50 @@ def render_result(
     return embed
 
 
+class Pacer:
+    """Spaces the progress edits of one message at least `interval` apart, across attempts."""
+
+    def __init__(self, interval: float = EDIT_INTERVAL_S) -> None:
+        self.interval = interval
+        self.last = 0.0
+
+    @property
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.interval
+
+
 async def show_progress(
     handle: GenerationHandle,
     edit: Callable[[str], Awaitable[object]],
     *,
-    interval: float = EDIT_INTERVAL_S,
+    pacer: Pacer | None = None,
 ) -> GenerationResult:
     """Show the queue position while waiting, then the text as it grows, via `edit(content)`.
 
-    Edits at most once per `interval`. Returns the result or raises the `GenerationError`.
-    A failed edit (Discord hiccup) is logged and skipped; the generation goes on.
+    Edits at most once per `pacer.interval` (shared when one message shows several attempts).
+    Returns the result or raises the `GenerationError`. A failed edit (a Discord hiccup) is
+    logged and skipped; the generation goes on.
     """
-    last_edit = 0.0
+    pacer = pacer or Pacer()
+    interval = pacer.interval
 
     async def safe_edit(content: str) -> None:
-        nonlocal last_edit
         try:
             await edit(content)
         except discord.HTTPException as exc:
             log.warning("progress edit failed: %s", exc)
-        last_edit = time.monotonic()
+        pacer.last = time.monotonic()
 
     shown_position = -1
     while not handle.started:
         position = handle.position
-        due = time.monotonic() - last_edit >= interval
-        if position != shown_position and position > 0 and due:
+        if position != shown_position and position > 0 and pacer.due:
             wait = handle.estimated_wait()
             await safe_edit(f"⏳ #{position} in queue (about {max(1, round(wait))} s)")
             shown_position = position
         await handle.wait_started(timeout=interval)
     async for _chunk in handle:
-        if time.monotonic() - last_edit >= interval:
+        if pacer.due:
             preview = handle.text.strip()
             if len(preview) > STREAM_PREVIEW_CHARS:
                 preview = "…" + preview[-STREAM_PREVIEW_CHARS:]
@@ -198,8 +210,9 @@ async def complete(
         queue.submit(GenerationRequest(user_id, p, task.params), count_for_user=False)
         for p in task.extra
     ]
+    pacer = Pacer()
     try:
-        result = await show_progress(handle, edit)
+        result = await show_progress(handle, edit, pacer=pacer)
         parts = [await h.result() for h in extras]
     except BaseException:
         for h in extras:
@@ -220,7 +233,7 @@ async def complete(
         return text, result, False
     try:
         second = await show_progress(
-            queue.submit(GenerationRequest(user_id, firmer, task.params)), edit
+            queue.submit(GenerationRequest(user_id, firmer, task.params)), edit, pacer=pacer
         )
     except GenerationError as error:  # keep the first attempt
         log.info("retry of %s failed: %r", task.command, error)
