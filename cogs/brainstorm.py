@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.prompts.brainstorm import KINDS, parse_ideas
 from bot.services import Services
 from bot.tasks import brainstorm_task, expand_task
-from bot.ui.respond import NO_MENTIONS, Written, answer_with_generation
+from bot.ui.respond import Written, answer_with_generation, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -75,10 +75,7 @@ class Brainstorm(commands.Cog):
     ) -> None:  # fmt: skip
         """Brainstorm a numbered list of ideas; pick one to expand it."""
         if not topic.strip() or len(topic) > TOPIC_LIMIT:
-            await interaction.response.send_message(
-                f"Please give a topic of 1 to {TOPIC_LIMIT} characters.",
-                ephemeral=True, allowed_mentions=NO_MENTIONS,
-            )  # fmt: skip
+            await refuse(interaction, f"Please give a topic of 1 to {TOPIC_LIMIT} characters.")
             return
         count = max(3, min(10, count))
         kind = kind if kind in KINDS else "anything"
@@ -98,9 +95,7 @@ class Brainstorm(commands.Cog):
         source = await self.services.store.get_generation(generation_id)
         ideas = parse_ideas(source.output) if source else []
         if source is None or not 1 <= index <= len(ideas):
-            await interaction.response.send_message(
-                "I can't find that idea any more.", ephemeral=True, allowed_mentions=NO_MENTIONS
-            )
+            await refuse(interaction, "I can't find that idea any more.")
             return
         topic = str((source.prompt or {}).get("inputs", {}).get("topic", ""))
         task = expand_task(self.services.settings, topic, ideas[index - 1], index)

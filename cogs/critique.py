@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.prompts.critique import FOCUS, TONES
 from bot.services import Services
 from bot.tasks import critique_task, scene_task
-from bot.ui.respond import NO_MENTIONS, answer_with_generation
+from bot.ui.respond import answer_with_generation, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -33,17 +33,14 @@ class Critique(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
     async def _critique(
         self, interaction: discord.Interaction, text: str, focus: str, tone: str
     ) -> None:
         if not text.strip():
-            await self._refuse(interaction, "There's no text to critique.")
+            await refuse(interaction, "There's no text to critique.")
             return
         if len(text) > TEXT_LIMIT:
-            await self._refuse(
+            await refuse(
                 interaction,
                 f"That's {len(text)} characters; I can critique up to {TEXT_LIMIT} at a time. "
                 "Try a passage of it.",
@@ -74,13 +71,13 @@ class Critique(commands.Cog):
         """Critique the writing in this message."""
         if not message.content.strip():
             if message.attachments:
-                await self._refuse(
+                await refuse(
                     interaction,
                     "I can only critique text for now, not images or files. "
                     "Paste the words into /critique instead.",
                 )
             else:
-                await self._refuse(interaction, "There's no text in that message to critique.")
+                await refuse(interaction, "There's no text in that message to critique.")
             return
         await self._critique(interaction, message.content, "overall", "balanced")
 
@@ -96,10 +93,10 @@ class Critique(commands.Cog):
         """Write a short scene in screenplay form."""
         fields = [setting, characters, situation or ""]
         if not setting.strip() or not characters.strip():
-            await self._refuse(interaction, "A scene needs a setting and at least one character.")
+            await refuse(interaction, "A scene needs a setting and at least one character.")
             return
         if any(len(f) > 300 for f in fields):
-            await self._refuse(interaction, "Please keep each option under 300 characters.")
+            await refuse(interaction, "Please keep each option under 300 characters.")
             return
         task = scene_task(self.services.settings, setting, characters, situation)
         await answer_with_generation(interaction, self.services, task)

@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.prompts import FORMS
 from bot.services import Services
 from bot.tasks import poem_task
-from bot.ui.respond import NO_MENTIONS, answer_with_generation
+from bot.ui.respond import answer_with_generation, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -36,9 +36,6 @@ class Poetry(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
 
-    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
     @app_commands.command(name="poem")
     @app_commands.describe(
         topic="What the poem is about", form="The poem's form",
@@ -53,18 +50,16 @@ class Poetry(commands.Cog):
     ) -> None:  # fmt: skip
         """Write a poem about a topic, in the form you choose."""
         if not topic.strip():
-            await self._refuse(interaction, "Please give the poem a topic.")
+            await refuse(interaction, "Please give the poem a topic.")
             return
         if len(topic) > TOPIC_LIMIT:
-            await self._refuse(
+            await refuse(
                 interaction,
                 f"That topic is {len(topic)} characters long; please keep it under {TOPIC_LIMIT}.",
             )
             return
         if style is not None and len(style) > STYLE_LIMIT:
-            await self._refuse(
-                interaction, f"Please keep the style under {STYLE_LIMIT} characters."
-            )
+            await refuse(interaction, f"Please keep the style under {STYLE_LIMIT} characters.")
             return
         if form not in FORMS:
             form = "free_verse"
@@ -77,7 +72,7 @@ class Poetry(commands.Cog):
         """Write a free-verse poem about what this message says."""
         text = " ".join(message.clean_content.split())
         if not text:
-            await self._refuse(interaction, "That message has no words to write a poem about.")
+            await refuse(interaction, "That message has no words to write a poem about.")
             return
         task = poem_task(self.services.settings, text[:TOPIC_LIMIT], "free_verse")
         await answer_with_generation(interaction, self.services, task)

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.preferences import DEFAULTS, KEYS, PreferenceError
 from bot.services import Services
-from bot.ui.respond import EMBED_COLOUR, NO_MENTIONS
+from bot.ui.respond import EMBED_COLOUR, NO_MENTIONS, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -43,14 +43,11 @@ class Settings(commands.GroupCog, group_name="settings"):
         self.services = services
         super().__init__()
 
-    async def _refuse(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
         """Show this channel's settings and where each one comes from."""
         if not may_change(interaction, "channel"):
-            await self._refuse(interaction, REFUSAL)
+            await refuse(interaction, REFUSAL)
             return
         server, channel = await self.services.preferences.layers(
             interaction.guild_id, interaction.channel_id or 0
@@ -82,7 +79,7 @@ class Settings(commands.GroupCog, group_name="settings"):
     ) -> None:
         """Change one setting for this channel or for the whole server."""
         if not may_change(interaction, scope):
-            await self._refuse(interaction, REFUSAL)
+            await refuse(interaction, REFUSAL)
             return
         scope_key = "guild" if scope == "server" else "channel"
         scope_id = interaction.guild_id if scope == "server" else interaction.channel_id
@@ -92,7 +89,7 @@ class Settings(commands.GroupCog, group_name="settings"):
                 guild_id=interaction.guild_id, user_id=interaction.user.id,
             )  # fmt: skip
         except PreferenceError as error:
-            await self._refuse(interaction, f"That value doesn't work: {error}")
+            await refuse(interaction, f"That value doesn't work: {error}")
             return
         where = "the whole server" if scope == "server" else "this channel"
         await interaction.response.send_message(
@@ -105,7 +102,7 @@ class Settings(commands.GroupCog, group_name="settings"):
     async def reset(self, interaction: discord.Interaction, scope: str = "channel") -> None:
         """Put this channel's (or the server's) settings back to their defaults."""
         if not may_change(interaction, scope):
-            await self._refuse(interaction, REFUSAL)
+            await refuse(interaction, REFUSAL)
             return
         if scope == "server":
             await self.services.preferences.reset("guild", interaction.guild_id or 0)

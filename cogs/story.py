@@ -27,6 +27,7 @@ from bot.ui.respond import (
     Task,
     answer_in_channel,
     answer_with_generation,
+    refuse,
     split_for_discord,
 )
 
@@ -50,13 +51,10 @@ class Story(commands.GroupCog, group_name="story"):
         )
         super().__init__()
 
-    async def _say(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
     async def _active(self, interaction: discord.Interaction) -> StoryRecord | None:
         story = await self.services.stories.active(interaction.channel_id or 0)
         if story is None:
-            await self._say(interaction, "There's no story here yet. Begin one with /story start.")
+            await refuse(interaction, "There's no story here yet. Begin one with /story start.")
         return story
 
     async def continue_task(
@@ -93,7 +91,7 @@ class Story(commands.GroupCog, group_name="story"):
         """Begin a story in this channel (or a new thread); everyone can add to it."""
         premise = " ".join(premise.split())
         if not 3 <= len(premise) <= 500:
-            await self._say(interaction, "Please give a premise of 3 to 500 characters.")
+            await refuse(interaction, "Please give a premise of 3 to 500 characters.")
             return
         title = premise if len(premise) <= 60 else premise[:57].rsplit(" ", 1)[0] + "…"
         channel_id = interaction.channel_id or 0
@@ -101,7 +99,7 @@ class Story(commands.GroupCog, group_name="story"):
         if thread:
             parent = interaction.channel
             if not isinstance(parent, discord.TextChannel):
-                await self._say(interaction, "I can only open a thread from a text channel.")
+                await refuse(interaction, "I can only open a thread from a text channel.")
                 return
             created = await parent.create_thread(
                 name=title[:100], type=discord.ChannelType.public_thread
@@ -113,7 +111,7 @@ class Story(commands.GroupCog, group_name="story"):
                 premise=premise, genre=genre, created_by=interaction.user.id,
             )  # fmt: skip
         except StoryExists:
-            await self._say(interaction, "A story is already going here. End it with /story end.")
+            await refuse(interaction, "A story is already going here. End it with /story end.")
             return
         await interaction.response.send_message(
             f"📖 **{title}** begins {where}. Write the next part as a plain message, or ask me "
@@ -179,7 +177,7 @@ class Story(commands.GroupCog, group_name="story"):
             return
         segments = await self.services.stories.segments(story.id)
         if not segments:
-            await self._say(interaction, "There's nothing to undo yet.")
+            await refuse(interaction, "There's nothing to undo yet.")
             return
         last = segments[-1]
         moderator = interaction.permissions.manage_messages
@@ -187,7 +185,7 @@ class Story(commands.GroupCog, group_name="story"):
         if last.source == "bot":
             mine = mine or (await self._requested_by(last.generation_id)) == interaction.user.id
         if not (mine or moderator):
-            await self._say(
+            await refuse(
                 interaction, "Only the author of the last part or a moderator can undo it."
             )
             return
@@ -245,9 +243,7 @@ class Story(commands.GroupCog, group_name="story"):
         if story is None:
             return
         if story.created_by != interaction.user.id and not interaction.permissions.manage_messages:
-            await self._say(
-                interaction, "Only whoever started the story or a moderator can end it."
-            )
+            await refuse(interaction, "Only whoever started the story or a moderator can end it.")
             return
         await self.services.stories.end(story.id)
         await interaction.response.send_message(

@@ -39,6 +39,11 @@ ATTACHED_NOTE = "*(The whole text is in the attached file.)*"
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
+async def refuse(interaction: discord.Interaction, text: str) -> None:
+    """A short private answer: a refusal, a permission problem, a bad value."""
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
 def split_for_discord(text: str, limit: int = 2000) -> list[str]:
     """Pieces of at most `limit` characters, cut at paragraph, then line, then word boundaries.
 
@@ -318,9 +323,7 @@ async def answer_with_generation(
     try:
         handle = services.queue.submit(request)
     except QueueRefused as refused:
-        await interaction.response.send_message(
-            refused.user_message, ephemeral=True, allowed_mentions=NO_MENTIONS
-        )
+        await refuse(interaction, refused.user_message)
         return None
     try:
         await interaction.response.defer(thinking=True)
