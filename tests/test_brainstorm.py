@@ -23,7 +23,7 @@ async def test_brainstorm_gives_exactly_count_ideas_and_expands_one(world: World
         world.alice, world.channel, "brainstorm", topic="a city under the sea", count=4,
         kind="plots",
     )  # fmt: skip
-    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=90)
+    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=180)
     embed = message.embeds[0]
     assert embed["title"] == "4 plots · a city under the sea"
     lines = embed["description"].splitlines()
@@ -33,7 +33,7 @@ async def test_brainstorm_gives_exactly_count_ideas_and_expands_one(world: World
     assert [o["value"] for o in select["options"]] == ["1", "2", "3", "4"]
 
     expand = await emu.select(world.bob, message, select["custom_id"], ["2"])
-    expanded = await emu.wait_final(expand, lambda m: bool(m.embeds), timeout=90)
+    expanded = await emu.wait_final(expand, lambda m: bool(m.embeds), timeout=180)
     assert expanded.id != message.id  # a new message; the list stays
     assert expanded.embeds[0]["title"] == "Idea 2, expanded"
     assert len(expanded.embeds[0]["description"]) > 40

@@ -36,7 +36,7 @@ async def test_critique_has_its_parts_and_quotes_the_text(world: World) -> None:
     emu = world.emu
     interaction = await emu.slash(world.alice, world.channel, "critique", text=POEM,
                                   focus="imagery", tone="gentle")  # fmt: skip
-    message = await emu.wait_final(interaction, finished, timeout=90)
+    message = await emu.wait_final(interaction, finished, timeout=180)
     body = message.embeds[0]["description"]
     assert message.embeds[0]["title"] == "Critique · imagery · gentle"
     assert "**Strengths**" in body and "**Line notes**" in body
@@ -49,7 +49,7 @@ async def test_critique_this_on_a_message_and_on_an_image(world: World) -> None:
     emu = world.emu
     said = await emu.say(world.bob, world.channel, POEM)
     interaction = await emu.context_menu(world.alice, said, "Critique this")
-    message = await emu.wait_final(interaction, finished, timeout=90)
+    message = await emu.wait_final(interaction, finished, timeout=180)
     assert "> The lamps along the harbour" in message.embeds[0]["description"]
 
     picture = await emu.say(world.bob, world.channel, "", images=("sketch.png",))
@@ -67,7 +67,7 @@ async def test_scene_is_in_screenplay_form(world: World) -> None:
         world.alice, world.channel, "scene", setting="a lighthouse", characters="Ada, Ben",
         situation="the lamp has gone out",
     )  # fmt: skip
-    message = await emu.wait_final(interaction, finished, timeout=90)
+    message = await emu.wait_final(interaction, finished, timeout=180)
     scene = message.embeds[0]["description"]
     assert scene.startswith("INT. A LIGHTHOUSE - NIGHT\n\n")
     assert len(scene.splitlines()) >= 3

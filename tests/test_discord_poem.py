@@ -41,7 +41,7 @@ async def test_haiku_arrives_streams_and_is_saved(world: World) -> None:
     interaction = await emu.slash(
         world.alice, world.channel, "poem", topic="autumn rain", form="haiku"
     )
-    message = await emu.wait_final(interaction, finished, timeout=60)
+    message = await emu.wait_final(interaction, finished, timeout=180)
     embed = message.embeds[0]
     assert embed["title"] == "Haiku · autumn rain"
     poem = embed["description"]
@@ -73,7 +73,7 @@ async def test_long_poem_streams_by_edits_at_most_once_a_second(world: World) ->
     interaction = await emu.slash(
         world.alice, world.channel, "poem", topic="the sea at night", form="sonnet"
     )
-    message = await emu.wait_final(interaction, finished, timeout=90)
+    message = await emu.wait_final(interaction, finished, timeout=180)
     streamed = [v for v in message.history if v["content"].startswith("✍️")]
     assert len(streamed) >= 2, message.history
     # the text grows from one edit to the next
@@ -88,10 +88,10 @@ async def test_queue_position_is_shown_while_waiting(world: World) -> None:
     emu = world.emu
     first = await emu.slash(world.alice, world.channel, "poem", topic="mountains", form="sonnet")
     # once the sonnet is being written, the engine is busy: the haiku has to wait its turn
-    await emu.wait_final(first, lambda m: m.content.startswith("✍️"), timeout=60)
+    await emu.wait_final(first, lambda m: m.content.startswith("✍️"), timeout=180)
     second = await emu.slash(world.bob, world.channel, "poem", topic="rivers", form="haiku")
-    await emu.wait_final(first, finished, timeout=90)
-    message = await emu.wait_final(second, finished, timeout=90)
+    await emu.wait_final(first, finished, timeout=180)
+    message = await emu.wait_final(second, finished, timeout=180)
     waiting = [v["content"] for v in message.history if v["content"].startswith("⏳")]
     assert waiting and waiting[0].startswith("⏳ #1 in queue (about "), message.history
     assert emu.errors == []
@@ -111,15 +111,15 @@ async def test_empty_topic_is_refused_politely(world: World) -> None:
 
 async def test_too_many_pending_is_refused_ephemerally(world: World) -> None:
     emu = world.emu
-    a = await emu.slash(world.bob, world.channel, "poem", topic="one", form="sonnet")
-    b = await emu.slash(world.bob, world.channel, "poem", topic="two", form="sonnet")
+    a = await emu.slash(world.bob, world.channel, "poem", topic="one", form="tanka")
+    b = await emu.slash(world.bob, world.channel, "poem", topic="two", form="tanka")
     await emu.wait_for(lambda: a.callback_type and b.callback_type)
     c = await emu.slash(world.bob, world.channel, "poem", topic="three", form="haiku")
     refusal = await emu.wait_for(lambda: emu.original(c))
     assert refusal.content == "You already have 2 requests waiting. Please wait for one to finish."
     assert c.ephemeral
-    await emu.wait_final(a, finished, timeout=90)
-    await emu.wait_final(b, finished, timeout=90)
+    await emu.wait_final(a, finished, timeout=180)
+    await emu.wait_final(b, finished, timeout=180)
     assert emu.errors == []
 
 
@@ -127,7 +127,7 @@ async def test_acrostic_spells_its_word(world: World) -> None:
     emu = world.emu
     interaction = await emu.slash(world.alice, world.channel, "poem", topic="a quiet harbour",
                                   form="acrostic")  # fmt: skip
-    message = await emu.wait_final(interaction, finished, timeout=90)
+    message = await emu.wait_final(interaction, finished, timeout=180)
     poem = message.embeds[0]["description"]
     # its lines are written side by side, each from its own letter
     assert "".join(line[:1] for line in poem.splitlines()).upper() == "QUIET"

@@ -17,12 +17,12 @@ async def test_dropped_gateway_resumes_and_output_completes(world: World) -> Non
     )
     await emu.wait_for(lambda: interaction.callback_type == 5)
     await emu.drop_gateway()
-    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=90)
+    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=180)
     assert message.embeds[0]["description"].strip()
     await emu.wait_for(lambda: emu.resumes > resumes, timeout=30)
     # events reach the bot again after the resume
     after = await emu.slash(world.bob, world.channel, "poem", topic="calm water", form="haiku")
-    done = await emu.wait_final(after, lambda m: bool(m.embeds), timeout=60)
+    done = await emu.wait_final(after, lambda m: bool(m.embeds), timeout=180)
     assert done.embeds[0]["title"] == "Haiku · calm water"
     assert emu.errors == []
 
@@ -33,7 +33,7 @@ async def test_discord_500_on_a_streaming_edit_does_not_lose_the_poem(world: Wor
     interaction = await emu.slash(
         world.alice, world.channel, "poem", topic="lanterns", form="tanka"
     )
-    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=90)
+    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=180)
     assert message.embeds[0]["description"].strip()
     rows = await world.services.store.fetchall(
         "SELECT output FROM generations WHERE prompt LIKE '%lanterns%'"

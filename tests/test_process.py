@@ -116,10 +116,10 @@ async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> 
 
         bot = await start_bot(emu, db, tmp_path)
         processes.append(bot)
-        await bot.wait_log(r"Connected as LLMOS", timeout=90)
+        await bot.wait_log(r"Connected as LLMOS", timeout=180)
         assert any(c["name"] == "poem" for c in emu.commands[None])
         interaction = await emu.slash(alice, channel, "poem", topic="autumn rain", form="haiku")
-        message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=60)
+        message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=180)
         poem = message.embeds[0]["description"]
         assert poem.strip()
         await emu.wait_for(lambda: message.id in {r[0] for r in _rows(db)}, timeout=10)
@@ -133,11 +133,11 @@ async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> 
         processes.append(again)
         loaded = await again.wait_log(r"Loaded SmolLM2-135M-Instruct on \w+ as \S+ in ([\d.]+) s")
         assert float(loaded.group(1)) < 5.0
-        await again.wait_log(r"Connected as LLMOS", timeout=60)
+        await again.wait_log(r"Connected as LLMOS", timeout=180)
         # It sees the old output: reacting 🔁 on it regenerates it in place.
         footer = message.embeds[0]["footer"]["text"]
         await emu.react(alice, message, "🔁")
-        await emu.wait_for(lambda: message.embeds[0]["footer"]["text"] != footer, timeout=60)
+        await emu.wait_for(lambda: message.embeds[0]["footer"]["text"] != footer, timeout=180)
         assert await again.stop() == 0
         first, second = _rows(db)
         assert first[1] == poem

@@ -16,7 +16,7 @@ async def test_regenerate_reaction_edits_in_place_and_links(world: World) -> Non
     interaction = await emu.slash(
         world.alice, world.channel, "poem", topic="snowfall", form="haiku"
     )
-    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=60)
+    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=180)
     first_footer = message.embeds[0]["footer"]["text"]
     # the bot records the message id right after Discord accepts the final edit
     for _ in range(100):
@@ -50,7 +50,7 @@ async def test_reactions_elsewhere_are_ignored(world: World) -> None:
     said = await emu.say(world.alice, world.channel, "just a message")
     await emu.react(world.bob, said, "🔁")
     interaction = await emu.slash(world.alice, world.channel, "poem", topic="moss", form="haiku")
-    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=60)
+    message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=180)
     await emu.react(world.bob, message, "👍")  # not a refinement (votes come with feedback)
     assert len([m for m in emu.channel_messages(world.channel.id) if m.author.bot]) >= 1
     assert not said.history

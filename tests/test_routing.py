@@ -45,10 +45,10 @@ async def test_chat_mode_answers_mentions_and_replies(world: World) -> None:
     emu = world.emu
     channel = await channel_in_mode(world, "chat-room", "chat")
     asked = await emu.say(world.alice, channel, f"<@{emu.bot_user.id}> give me a word for rain")
-    answers = await emu.wait_for(lambda: bot_answers(world, channel), timeout=60)
+    answers = await emu.wait_for(lambda: bot_answers(world, channel), timeout=180)
     assert answers[0].reference_id == asked.id and answers[0].pinged == []
     await emu.say(world.bob, channel, "and one for snow?", reply_to=answers[0])
-    await emu.wait_for(lambda: len(bot_answers(world, channel)) == 2, timeout=60)
+    await emu.wait_for(lambda: len(bot_answers(world, channel)) == 2, timeout=180)
     assert emu.errors == []
 
 
@@ -65,7 +65,7 @@ async def test_off_mode_ignores_and_critique_mode_critiques_the_replied_text(
     workshop = await channel_in_mode(world, "workshop", "critique")
     draft = await emu.say(world.bob, workshop, "The fog came in on little cat feet.\nIt sat.")
     await emu.say(world.alice, workshop, f"<@{emu.bot_user.id}>", reply_to=draft)
-    answers = await emu.wait_for(lambda: bot_answers(world, workshop), timeout=90)
+    answers = await emu.wait_for(lambda: bot_answers(world, workshop), timeout=180)
     assert "> The fog came in on little cat feet." in answers[0].embeds[0]["description"]
     assert emu.errors == []
 
@@ -75,18 +75,18 @@ async def test_brainstorm_mode_and_poem_about_a_message(world: World) -> None:
     emu = world.emu
     room = await channel_in_mode(world, "ideas-room", "brainstorm")
     await emu.say(world.alice, room, f"<@{emu.bot_user.id}> a heist in a library")
-    answers = await emu.wait_for(lambda: bot_answers(world, room), timeout=90)
+    answers = await emu.wait_for(lambda: bot_answers(world, room), timeout=180)
     lines = answers[0].embeds[0]["description"].splitlines()
     assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4", "5"]
 
     said = await emu.say(world.bob, world.channel, "My grandmother kept bees on the roof.")
     poem = await emu.context_menu(world.alice, said, "Write a poem about this")
-    done = await emu.wait_final(poem, lambda m: bool(m.embeds), timeout=60)
+    done = await emu.wait_final(poem, lambda m: bool(m.embeds), timeout=180)
     assert done.embeds[0]["title"] == "Free verse · My grandmother kept bees on the roof."
 
     styled = await emu.slash(world.alice, world.channel, "poem", topic="tea", form="haiku",
                              style="playful")  # fmt: skip
-    await emu.wait_final(styled, lambda m: bool(m.embeds), timeout=60)
+    await emu.wait_final(styled, lambda m: bool(m.embeds), timeout=180)
     rows = await world.services.store.fetchall(
         'SELECT prompt FROM generations WHERE prompt LIKE \'%"style": "playful"%\''
     )

@@ -58,7 +58,7 @@ def done(message: Message) -> bool:
 
 
 async def reply(world: World, interaction: Interaction) -> Message:
-    return await world.emu.wait_for(lambda: world.emu.original(interaction), timeout=60)
+    return await world.emu.wait_for(lambda: world.emu.original(interaction), timeout=180)
 
 
 async def segments(world: World, channel: Channel) -> list[Any]:
@@ -103,7 +103,7 @@ async def test_story_commands_and_messages(world: World) -> None:
     await eventually(edited)
 
     cont = await emu.slash(world.bob, channel, "story continue", length="short")
-    message = await emu.wait_final(cont, done, timeout=90)
+    message = await emu.wait_final(cont, done, timeout=180)
     parts = await segments(world, channel)
     assert parts[-1].source == "bot" and parts[-1].text == message.embeds[0]["description"]
     assert parts[-1].generation_id is not None
@@ -119,7 +119,7 @@ async def test_story_commands_and_messages(world: World) -> None:
     assert "Mina lit the oven" in shown.content and "much older grudge" in shown.content
 
     recap = await emu.slash(world.bob, channel, "story recap")
-    recapped = await emu.wait_final(recap, done, timeout=90)
+    recapped = await emu.wait_final(recap, done, timeout=180)
     assert recapped.embeds[0]["title"] == "The story so far · Two rival bakers share one oven"
     assert recapped.embeds[0]["description"].strip()
 
@@ -148,7 +148,7 @@ async def test_mention_and_automatic_turn_and_thread(world: World) -> None:
     await emu.say(world.bob, channel, "The baker sold yesterday's bread tomorrow.")
     bot_turn = await emu.wait_for(
         lambda: [m for m in emu.channel_messages(channel.id) if m.author.bot and m.embeds],
-        timeout=90,
+        timeout=180,
     )
     assert bot_turn[-1].embeds[0]["description"]
 
@@ -162,7 +162,7 @@ async def test_mention_and_automatic_turn_and_thread(world: World) -> None:
     def bot_answers() -> int:
         return len([m for m in emu.channel_messages(channel.id) if m.author.bot and m.embeds])
 
-    await emu.wait_for(lambda: bot_answers() >= 2, timeout=90)
+    await emu.wait_for(lambda: bot_answers() >= 2, timeout=180)
     start = await emu.slash(
         world.alice, world.channel, "story start", premise="A map that redraws itself", thread=True
     )
