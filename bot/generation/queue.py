@@ -145,7 +145,7 @@ class GenerationHandle:
     def emit(self, text: str) -> None:
         """Stream a chunk of text to the caller. Thread-safe."""
         if text:
-            self._loop.call_soon_threadsafe(self._push, text)
+            self._queue._post(self, text)
 
     def should_stop(self) -> bool:
         """True once the request is cancelled or past its deadline. Thread-safe."""
@@ -231,6 +231,11 @@ class GenerationQueue:
         self.hang_grace = hang_grace
         self._threads_started = 0
         self._inflight: asyncio.Future[list[EngineOutput | BaseException]] | None = None
+        # Chunks from the worker thread wait here and reach the loop in one wake-up per
+        # batch step, not one per row: every wake-up makes the worker wait for the GIL.
+        self._outbox: list[tuple[GenerationHandle, str]] = []
+        self._outbox_lock = threading.Lock()
+        self._flush_scheduled = False
         self._batches: set[asyncio.Task[None]] = set()  # concurrent engines only
         self._waiting: OrderedDict[int, deque[GenerationHandle]] = OrderedDict()
         self._running: set[GenerationHandle] = set()
@@ -259,6 +264,22 @@ class GenerationQueue:
         return ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=f"generation-{self._threads_started}"
         )
+
+    def _post(self, handle: GenerationHandle, text: str) -> None:
+        """Hand a chunk from the worker thread to the loop (batched; order kept)."""
+        with self._outbox_lock:
+            self._outbox.append((handle, text))
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        handle._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._outbox_lock:
+            chunks, self._outbox = self._outbox, []
+            self._flush_scheduled = False
+        for handle, text in chunks:
+            handle._push(text)
 
     # -- submitting ------------------------------------------------------------------------------
 
