@@ -64,19 +64,20 @@ class StoryContext:
         self, story: StoryRecord, older: list[SegmentRecord], user_id: int
     ) -> StoryRecord:
         """Fold `older` segments into the rolling summary, a chunk at a time, and store it."""
-        summary = story.summary
-        chunk: list[SegmentRecord] = []
-        chunk_tokens = 0
         limit = max(200, self.budget // 2)
-        for segment in [*older, None]:
-            text = _segment_text(segment) if segment else ""
-            if segment is None or (chunk and chunk_tokens + self.count(text) > limit):
-                summary = await self._summarise(story, summary, chunk, user_id)
-                await self.stories.summarise(story.id, summary, chunk[-1].position)
-                chunk, chunk_tokens = [], 0
-            if segment is not None:
-                chunk.append(segment)
-                chunk_tokens += self.count(text)
+        chunks: list[list[SegmentRecord]] = [[]]
+        chunk_tokens = 0
+        for segment in older:
+            tokens = self.count(_segment_text(segment))
+            if chunks[-1] and chunk_tokens + tokens > limit:
+                chunks.append([])
+                chunk_tokens = 0
+            chunks[-1].append(segment)
+            chunk_tokens += tokens
+        summary = story.summary
+        for chunk in chunks:
+            summary = await self._summarise(story, summary, chunk, user_id)
+            await self.stories.summarise(story.id, summary, chunk[-1].position)
         refreshed = await self.stories.get(story.id)
         assert refreshed is not None
         return refreshed
