@@ -17,6 +17,8 @@ EXTENSIONS = (
     "cogs.brainstorm",
     "cogs.chat",
     "cogs.critique",
+    "cogs.feedback",
+    "cogs.privacy",
     "cogs.refine",
     "cogs.settings",
     "cogs.story",

@@ -34,6 +34,7 @@ class ChannelPreferences:
     beams: int = 2
     repetition_penalty: float = 1.15
     story_auto_turn: int = 0  # the bot writes after every N people's segments; 0: off
+    reactions: bool = False  # the bot adds 🔁 ➕ ➖ ✅ 👍 👎 under its outputs
 
     def sampling(self, max_new_tokens: int | None = None) -> SamplingParams:
         """Sampling parameters for this channel, capped at `max_new_tokens` if given."""
@@ -75,6 +76,18 @@ def _number(name: str, kind: type, low: float, high: float) -> Callable[[str], A
     return parse
 
 
+def _switch(name: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        value = raw.strip().lower()
+        if value in ("on", "yes", "true", "1"):
+            return True
+        if value in ("off", "no", "false", "0"):
+            return False
+        raise PreferenceError(f"{name} must be on or off.")
+
+    return parse
+
+
 def _text(name: str, limit: int) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = " ".join(raw.split())
@@ -101,6 +114,8 @@ KEYS: dict[str, Key] = {
             _number("repetition_penalty", float, 1.0, 2.0)),
         Key("story_auto_turn", "the bot continues a story after every N messages; 0 is off",
             _number("story_auto_turn", int, 0, 20)),
+        Key("reactions", "on: the bot adds its reaction controls under each output",
+            _switch("reactions")),
     )
 }  # fmt: skip
 

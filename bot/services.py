@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.generation.queue import GenerationQueue
 from bot.preferences import Preferences
 from bot.store import Store, Stories
+from bot.store.feedback import Feedback
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,12 @@ class Services:
     queue: GenerationQueue
     preferences: Preferences
     stories: Stories
+    feedback: Feedback
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store, queue: GenerationQueue) -> Services:
+        """The services over one open store and a running queue."""
+        return cls(settings, store, queue, Preferences(store), Stories(store), Feedback(store))
 
 
 @asynccontextmanager
@@ -43,6 +50,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 max_pending_per_user=settings.max_pending_per_user,
                 timeout=settings.generation_timeout,
             ) as queue:
-                yield Services(settings, store, queue, Preferences(store), Stories(store))
+                yield Services.build(settings, store, queue)
         finally:
             engine.close()

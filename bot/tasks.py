@@ -6,6 +6,7 @@ the same task from them, with the same prompt, parameters and post-processing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,9 @@ from bot.prompts.critique import (
     scene_prompt,
 )
 from bot.prompts.poems import acrostic_line_prompt, acrostic_word
+from bot.prompts.refine import KINDS as REFINE_KINDS
+from bot.prompts.refine import refine_prompt
+from bot.store import GenerationRecord
 from bot.ui.respond import Task
 
 
@@ -245,9 +249,86 @@ BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
 def build_task(command: str, inputs: dict[str, Any], settings: Settings) -> Task | None:
     """The task that `command` runs for `inputs`, or None when it cannot be rebuilt."""
     builder = BUILDERS.get(command)
-    if builder is None:
-        return None
     try:
-        return builder(settings, inputs)
-    except (KeyError, TypeError):  # inputs stored by an older version, or damaged
+        if "refine" in inputs:
+            return refine_task(
+                settings, command, inputs["source"], inputs["refine"],
+                inputs.get("instruction") or "", inputs.get("title") or command.title(),
+            )  # fmt: skip
+        return builder(settings, inputs) if builder is not None else None
+    except (KeyError, TypeError, ValueError):  # inputs stored by an older version, or damaged
         return None
+
+
+def refine_task(
+    settings: Settings, command: str, source: str, kind: str, instruction: str, title: str
+) -> Task:
+    """`source` (an output of `command`) rewritten longer, shorter, or as `instruction` says.
+
+    A small model often ignores "longer" or "shorter", so the answer is checked: one more try,
+    then a too-long "shorter" keeps its first half.
+    """
+    if kind not in REFINE_KINDS:
+        raise ValueError(kind)
+    size = len(source)
+    grow = {"longer": 2.2, "shorter": 0.7}.get(kind, 1.4)
+    budget = max(48, min(int(size * grow / 3) + 32, settings.max_new_tokens * 3, 900))
+
+    def fits(text: str) -> bool:
+        if kind == "longer":
+            return len(text) > size * 1.2
+        if kind == "shorter":
+            return 0 < len(text) < size * 0.85
+        return bool(text) and text.strip() != source.strip()
+
+    def combine(first: str, second_raw: str) -> str:
+        second = clean_output(second_raw)
+        best = second if fits(second) else first
+        if kind == "shorter" and not fits(best):
+            best = halve(source)
+        return best
+
+    label = {"longer": "longer", "shorter": "shorter"}.get(kind, f"remix: {instruction[:60]}")
+    prompt = refine_prompt(command, source, kind, instruction)
+    return Task(
+        command=command,
+        title=f"{title[:200]} · {label}",
+        prompt=prompt,
+        params=SamplingParams(
+            max_new_tokens=budget, temperature=0.8, top_p=0.92, repetition_penalty=1.15
+        ),
+        inputs={"refine": kind, "source": source, "instruction": instruction, "title": title},
+        finish=clean_output,
+        accept=fits,
+        retry=lambda _first: prompt,
+        combine=combine,
+    )
+
+
+def halve(text: str) -> str:
+    """The first half of a text, by lines, or by sentences for a single paragraph."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) >= 2:
+        return "\n".join(lines[: (len(lines) + 1) // 2])
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    return " ".join(sentences[: max(1, len(sentences) // 2)])
+
+
+def stored_task(record: GenerationRecord, settings: Settings) -> Task | None:
+    """The task that wrote `record` again: rebuilt from its inputs when its command can be,
+    else its stored prompt and parameters re-run (a story turn, a recap)."""
+    stored = record.prompt if isinstance(record.prompt, dict) else {}
+    inputs = stored.get("inputs")
+    task = build_task(record.command, inputs, settings) if isinstance(inputs, dict) else None
+    if task is not None:
+        return task
+    try:
+        prompt = Prompt.from_dict(stored)
+        params = SamplingParams.from_dict(record.params or {})
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Task(
+        command=record.command, title=str(stored.get("title") or record.command.title()),
+        prompt=prompt, params=params, inputs=inputs if isinstance(inputs, dict) else {},
+        finish=clean_output,
+    )  # fmt: skip

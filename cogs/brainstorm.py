@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -12,43 +11,13 @@ from discord.ext import commands
 from bot.prompts.brainstorm import KINDS, parse_ideas
 from bot.services import Services
 from bot.tasks import brainstorm_task, expand_task
-from bot.ui.respond import Written, answer_with_generation, refuse
+from bot.ui.controls import ExpandIdea
+from bot.ui.respond import answer_with_generation, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
 
 TOPIC_LIMIT = 300
-
-
-class ExpandIdea(
-    discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"brainstorm:expand:(?P<gid>\d+)"
-):
-    """The "expand an idea" menu. Its custom_id carries the list's generation id, so it keeps
-    working after a restart."""
-
-    def __init__(self, generation_id: int, count: int) -> None:
-        options = [discord.SelectOption(label=f"Expand idea {i}", value=str(i))
-                   for i in range(1, count + 1)]  # fmt: skip
-        super().__init__(
-            discord.ui.Select(
-                custom_id=f"brainstorm:expand:{generation_id}",
-                placeholder="Expand an idea into a paragraph…",
-                options=options,
-            )
-        )
-        self.generation_id = generation_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> ExpandIdea:
-        count = len(getattr(item, "options", [])) or 1
-        return cls(int(match["gid"]), count)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Brainstorm")  # type: ignore[attr-defined]
-        assert isinstance(cog, Brainstorm)
-        await cog.expand(interaction, self.generation_id, int(self.item.values[0]))
 
 
 class Brainstorm(commands.Cog):
@@ -80,13 +49,7 @@ class Brainstorm(commands.Cog):
         count = max(3, min(10, count))
         kind = kind if kind in KINDS else "anything"
         task = brainstorm_task(self.services.settings, topic, count, kind)
-
-        def controls(written: Written) -> discord.ui.View:
-            view = discord.ui.View(timeout=None)
-            view.add_item(ExpandIdea(written.generation_id, len(parse_ideas(written.text))))
-            return view
-
-        await answer_with_generation(interaction, self.services, task, controls=controls)
+        await answer_with_generation(interaction, self.services, task)
 
     async def expand(
         self, interaction: discord.Interaction, generation_id: int, index: int

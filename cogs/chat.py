@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.services import Services
 from bot.tasks import brainstorm_task, chat_task, critique_task
+from bot.ui.refine import refinable_reply
 from bot.ui.respond import NO_MENTIONS, answer_in_channel
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Chat(commands.Cog):
         if message.author.bot or message.guild is None or me is None:
             return
         replied = await self._replied_to(message)
+        if replied is not None and await refinable_reply(self.services, message) is not None:
+            return  # a refinement instruction: the refine cog rewrites that output
         to_me = me in message.mentions or (replied is not None and replied.author.id == me.id)
         if not to_me:
             return

@@ -1,75 +1,260 @@
-"""Refining outputs by reacting: 🔁 on any of the bot's outputs regenerates it in place.
+"""Refining and judging outputs: the buttons under every output, reactions, and replies.
 
-Raw reaction events are used, so outputs from before a restart (not in discord.py's message
-cache) work too. Every regeneration is saved as a new alternative linked to the one it redoes.
+Buttons: 🔁 ◀ ▶ 🗑 / ➕ ➖ ✏️ ✅ / 👍 👎. Reactions (raw events, so outputs from before a
+restart work too): 🔁 ➕ ➖ ✅ 👍 👎; removing 👍 or 👎 takes the vote back. Replying to an
+output with text remixes it with that text as the instruction (a reply to a chat answer is a
+conversation instead; see `cogs.chat`). Every refinement is a new alternative, linked to the
+one it refines.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 
-from bot.generation.types import GenerationRequest, QueueRefused
+from bot.generation.types import QueueRefused
 from bot.services import Services
-from bot.tasks import build_task
-from bot.ui.respond import NO_MENTIONS, Where, write
+from bot.store import GenerationRecord
+from bot.store.feedback import DOWN, UP
+from bot.ui.controls import OutputControl
+from bot.ui.refine import CannotRefine, neighbour, refinable_reply, refine, view_of
+from bot.ui.respond import NO_MENTIONS, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
 
 log = logging.getLogger(__name__)
 
-REGENERATE = "🔁"
+REACTIONS = {
+    "🔁": "regenerate",
+    "➕": "longer",
+    "➖": "shorter",
+    "✅": "keep",
+    "👍": "up",
+    "👎": "down",
+}
+BUTTON_KINDS = {"regen": "regenerate", "longer": "longer", "shorter": "shorter"}
+INSTRUCTION_LIMIT = 300
+GONE = "That output is gone: it was deleted, or its author asked me to forget it."
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    instruction: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        custom_id="instruction", label="How should it change?", max_length=INSTRUCTION_LIMIT,
+        placeholder="darker · from the dragon's view · as a song",
+    )  # fmt: skip
+
+    def __init__(self, cog: Refine, generation_id: int) -> None:
+        super().__init__(custom_id=f"llmos:remix-modal:{generation_id}")
+        self.cog, self.generation_id = cog, generation_id
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await self.cog.refine_by_button(
+            interaction, self.generation_id, "remix", self.instruction.value
+        )
+
+
+class ReasonModal(discord.ui.Modal, title="What missed the mark?"):
+    reason: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        custom_id="reason", label="Reason (optional)", style=discord.TextStyle.paragraph,
+        required=False, max_length=500, placeholder="too long · off topic · not a haiku",
+    )  # fmt: skip
+
+    def __init__(self, cog: Refine, generation_id: int) -> None:
+        super().__init__(custom_id=f"llmos:reason-modal:{generation_id}")
+        self.cog, self.generation_id = cog, generation_id
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        text = " ".join(self.reason.value.split())
+        if text:
+            await self.cog.services.feedback.reason(self.generation_id, interaction.user.id, text)
+        await refuse(interaction, "Thanks, that helps." if text else "Noted 👎.")
 
 
 class Refine(commands.Cog):
-    """Reactions that refine the bot's outputs."""
+    """Buttons, reactions and replies that refine and judge the bot's outputs."""
 
     def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
         self.services = services
 
-    @commands.Cog.listener()
-    async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
-        if event.user_id == getattr(self.bot.user, "id", None) or str(event.emoji) != REGENERATE:
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(OutputControl)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(OutputControl)
+
+    # -- buttons --------------------------------------------------------------------------------
+
+    async def on_control(
+        self, interaction: discord.Interaction, action: str, generation_id: int
+    ) -> None:
+        """Route one button press on the output showing `generation_id`."""
+        record = await self.services.store.get_generation(generation_id)
+        if record is None or record.output_id is None:
+            await refuse(interaction, GONE)
             return
+        if action in BUTTON_KINDS:
+            await self.refine_by_button(interaction, generation_id, BUTTON_KINDS[action])
+        elif action == "remix":
+            await interaction.response.send_modal(RemixModal(self, generation_id))
+        elif action in ("prev", "next"):
+            await self.browse(interaction, record, -1 if action == "prev" else 1)
+        elif action == "keep":
+            await self.keep(record, interaction.user.id)
+            await refuse(interaction, "✅ Kept.")
+        elif action == "delete":
+            await self.delete(interaction, record)
+        elif action in ("up", "down"):
+            await self.vote_by_button(interaction, record, UP if action == "up" else DOWN)
+        else:
+            await refuse(interaction, "That button does nothing.")
+
+    async def refine_by_button(
+        self, interaction: discord.Interaction, generation_id: int, kind: str,
+        instruction: str = "",
+    ) -> None:  # fmt: skip
+        record = await self.services.store.get_generation(generation_id)
+        if record is None or interaction.message is None:
+            await refuse(interaction, GONE)
+            return
+        if kind == "remix" and not instruction.strip():
+            await refuse(interaction, "Please say how it should change.")
+            return
+        try:
+            # acknowledged once the request is queued, so that a refusal can stay private
+            await refine(
+                self.services, record, kind, interaction.message.edit,
+                user_id=interaction.user.id, guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id or 0, instruction=instruction,
+                queued=interaction.response.defer,
+            )  # fmt: skip
+        except (QueueRefused, CannotRefine) as refused:
+            await refuse(interaction, refused.user_message)
+
+    async def browse(
+        self, interaction: discord.Interaction, record: GenerationRecord, step: int
+    ) -> None:
+        target = await neighbour(self.services, record, step)
+        if target is None:
+            await refuse(interaction, "There's no other version that way.")
+            return
+        fields, _position = await view_of(self.services, target)
+        await self.services.store.choose(target.output_id or 0, target.id)
+        await interaction.response.edit_message(**fields, allowed_mentions=NO_MENTIONS)
+
+    async def keep(self, record: GenerationRecord, user_id: int) -> None:
+        """Keep `record`: chosen for its output, and the story's text if it is a story part."""
+        await self.services.feedback.keep(record.id, user_id)
+        if record.message_id is None:
+            return
+        segment = await self.services.stories.by_message(record.message_id)
+        if segment is not None and segment.source == "bot":
+            await self.services.stories.adopt(segment.id, record.output, record.id)
+
+    async def delete(self, interaction: discord.Interaction, record: GenerationRecord) -> None:
+        output = await self.services.store.get_output(record.output_id or 0)
+        moderator = interaction.permissions.manage_messages
+        if output is None or not (output.requester_id == interaction.user.id or moderator):
+            await refuse(interaction, "Only whoever asked for this or a moderator can delete it.")
+            return
+        await refuse(interaction, "🗑 Deleted.")
+        if interaction.message is not None:
+            try:
+                await interaction.message.delete()
+            except discord.HTTPException as exc:
+                log.warning("could not delete output %s: %s", output.id, exc)
+                return
+        await self.services.store.delete_output(output.id)
+
+    async def vote_by_button(
+        self, interaction: discord.Interaction, record: GenerationRecord, value: int
+    ) -> None:
+        votes = await self.services.feedback.votes(record.output_id or 0)
+        if votes.get(interaction.user.id) == value:  # pressing it again takes it back
+            await self.services.feedback.unvote(record.output_id or 0, interaction.user.id)
+            await refuse(interaction, "Vote removed.")
+            return
+        await self.services.feedback.vote(record.id, interaction.user.id, value)
+        if value == DOWN:
+            await interaction.response.send_modal(ReasonModal(self, record.id))
+        else:
+            await refuse(interaction, "Thanks for the 👍.")
+
+    # -- reactions ------------------------------------------------------------------------------
+
+    async def _reacted_output(
+        self, event: discord.RawReactionActionEvent
+    ) -> tuple[str, GenerationRecord] | None:
+        action = REACTIONS.get(str(event.emoji))
+        if action is None or event.user_id == getattr(self.bot.user, "id", None):
+            return None
         output = await self.services.store.get_output_by_message(event.message_id)
         if output is None or output.chosen_id is None:
-            return  # not one of our outputs
-        chosen = await self.services.store.get_generation(output.chosen_id)
-        task = None
-        if chosen is not None:
-            inputs = (chosen.prompt or {}).get("inputs", {})
-            task = build_task(chosen.command, inputs, self.services.settings)
-        if chosen is None or task is None:
-            log.info("output %s cannot be regenerated", output.id)
+            return None  # not one of our outputs
+        record = await self.services.store.get_generation(output.chosen_id)
+        return (action, record) if record is not None else None
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, event: discord.RawReactionActionEvent) -> None:
+        reacted = await self._reacted_output(event)
+        if reacted is None:
             return
-        request = GenerationRequest(user_id=event.user_id, prompt=task.prompt, params=task.params)
+        action, record = reacted
+        if action in ("up", "down"):
+            await self.services.feedback.vote(
+                record.id, event.user_id, UP if action == "up" else DOWN
+            )
+        elif action == "keep":
+            await self.keep(record, event.user_id)
+        else:
+            message = self.bot.get_partial_messageable(event.channel_id).get_partial_message(
+                event.message_id
+            )
+            await self._refine_quietly(record, action, message.edit, event.user_id,
+                                       event.guild_id, event.channel_id)  # fmt: skip
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, event: discord.RawReactionActionEvent) -> None:
+        reacted = await self._reacted_output(event)
+        if reacted is not None and reacted[0] in ("up", "down"):
+            value = UP if reacted[0] == "up" else DOWN
+            await self.services.feedback.unvote(reacted[1].output_id or 0, event.user_id, value)
+
+    async def _refine_quietly(
+        self, record: GenerationRecord, kind: str, editor: Any, user_id: int,
+        guild_id: int | None, channel_id: int, instruction: str = "",
+    ) -> None:  # fmt: skip
+        """A refinement with no interaction to answer privately: a refusal is only logged."""
         try:
-            handle = self.services.queue.submit(request)
-        except QueueRefused as refused:
-            log.info("regenerate refused for %s: %s", event.user_id, refused)
-            return  # a reaction has no private reply; the queue's limits still hold
-        message = self.bot.get_partial_messageable(event.channel_id).get_partial_message(
-            event.message_id
-        )
-
-        async def edit(content: str) -> object:
-            return await message.edit(content=content, allowed_mentions=NO_MENTIONS)
-
-        where = Where(event.user_id, event.channel_id, event.guild_id)
-        written = await write(
-            self.services, task, handle, where, edit,
-            output_id=output.id, refines_id=chosen.id, refine_kind="regenerate",
-        )  # fmt: skip
-        if written is not None:
-            await message.edit(
-                content=None, embed=written.embed, allowed_mentions=NO_MENTIONS,
-                attachments=written.files,
+            await refine(
+                self.services, record, kind, editor, user_id=user_id, guild_id=guild_id,
+                channel_id=channel_id, instruction=instruction,
             )  # fmt: skip
+        except (QueueRefused, CannotRefine) as refused:
+            log.info("%s of %s refused for %s: %r", kind, record.id, user_id, refused)
+
+    # -- replies --------------------------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or message.guild is None:
+            return
+        record = await refinable_reply(self.services, message)
+        if record is None:
+            return
+        instruction = " ".join(message.clean_content.split())[:INSTRUCTION_LIMIT]
+        if not instruction:
+            return
+        target = message.reference.message_id if message.reference else None
+        partial = message.channel.get_partial_message(target or 0)  # type: ignore[union-attr]
+        await self._refine_quietly(
+            record, "remix", partial.edit, message.author.id, message.guild.id,
+            message.channel.id, instruction,
+        )  # fmt: skip
 
 
 async def setup(bot: LLMOSBot) -> None:

@@ -21,6 +21,7 @@ from bot.prompts.story import LENGTHS
 from bot.services import Services
 from bot.store import StoryExists, StoryRecord
 from bot.story import StoryContext
+from bot.ui.refine import refinable_reply
 from bot.ui.respond import (
     NO_MENTIONS,
     Answered,
@@ -257,8 +258,8 @@ class Story(commands.GroupCog, group_name="story"):
         if message.author.bot or message.guild is None or not message.content.strip():
             return
         story = await self.services.stories.active(message.channel.id)
-        if story is None:
-            return
+        if story is None or await refinable_reply(self.services, message) is not None:
+            return  # a reply to one of the bot's parts asks to rewrite it (cogs.refine)
         mentioned = self.bot.user is not None and self.bot.user in message.mentions
         text = message.clean_content.replace(f"@{self._me()}", "").strip()
         if text and not text.startswith("/"):

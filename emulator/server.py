@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -140,6 +140,20 @@ class DiscordEmulator:
 
         discord.http.Route.BASE = self.base_url
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
+
+    @contextlib.contextmanager
+    def redirected(self) -> Iterator[None]:
+        """`redirect_discord` for a while, then back to wherever discord.py pointed before
+        (so a second emulator in a test can come and go)."""
+        import discord.gateway
+        import discord.http
+
+        before = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+        self.redirect_discord()
+        try:
+            yield
+        finally:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = before
 
     # -- building the world ----------------------------------------------------------------------
 

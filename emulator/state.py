@@ -175,6 +175,20 @@ class Message:
     reactions: dict[str, set[int]] = field(default_factory=dict)
     mentions: list[User] = field(default_factory=list)  # users named as <@id> in the content
 
+    def component(self, prefix: str) -> dict[str, Any]:
+        """The first component whose custom_id starts with `prefix`."""
+        for row in self.components:
+            for component in row.get("components", []):
+                if str(component.get("custom_id", "")).startswith(prefix):
+                    return component
+        raise LookupError(f"message {self.id} has no component {prefix!r}…")
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [
+            c.get("custom_id", "") for row in self.components for c in row.get("components", [])
+        ]
+
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": str(self.id), "channel_id": str(self.channel_id), "type": 0,

@@ -17,12 +17,11 @@ import torch
 from bot.app import LLMOSBot
 from bot.config import load_settings
 from bot.generation.batched import BatchedEngine
-from bot.generation.engine import TransformersEngine
+from bot.generation.engine import Engine, TransformersEngine
 from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
-from bot.preferences import Preferences
 from bot.services import Services
-from bot.store import Store, Stories
+from bot.store import Store
 from emulator import Channel, Emulator, Guild, User
 from emulator.state import PERM_MANAGE_CHANNELS
 
@@ -85,11 +84,9 @@ class World:
     owner: User  # the server's owner: every permission
 
 
-@pytest_asyncio.fixture(scope="session")
-async def world(
-    embedded: LoadedModel, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[World]:
-    """One connected bot for the whole test session (on_ready costs about 2 s)."""
+@contextlib.asynccontextmanager
+async def open_world(engine: Engine, db_dir: Path, **queue_options: Any) -> AsyncIterator[World]:
+    """A bot with real services over `engine`, connected to a fresh emulator with one server."""
     emu = await Emulator().start()
     guild = emu.add_guild()
     channel = emu.add_channel(guild, "poetry")
@@ -97,25 +94,35 @@ async def world(
     bob = emu.add_member(guild, "bob")
     mod = emu.add_member(guild, "mod", permissions=PERM_MANAGE_CHANNELS)
     owner = emu.users[guild.owner_id]
-    emu.redirect_discord()
     settings = load_settings(
         {"DISCORD_TOKEN": emu.token, "SYNC_COMMANDS": "global"}, dotenv_path=None
     )
-    engine = BatchedEngine(embedded.model, embedded.tokenizer, model_name=embedded.name)
     async with contextlib.AsyncExitStack() as stack:
-        db_path = tmp_path_factory.mktemp("db") / "llmos.sqlite3"
-        store = await stack.enter_async_context(Store.open(db_path))
-        queue = await stack.enter_async_context(
-            GenerationQueue(engine, max_pending_per_user=2, timeout=60)
-        )
-        services = Services(settings, store, queue, Preferences(store), Stories(store))
+        stack.push_async_callback(emu.stop)
+        stack.enter_context(emu.redirected())
+        store = await stack.enter_async_context(Store.open(db_dir / "llmos.sqlite3"))
+        queue = await stack.enter_async_context(GenerationQueue(engine, **queue_options))
+        services = Services.build(settings, store, queue)
         bot = LLMOSBot(services)
         await bot.login(emu.token)
         runner = asyncio.create_task(bot.connect(reconnect=True))
         await asyncio.wait_for(bot.wait_until_ready(), 30)
-        yield World(emu, bot, services, guild, channel, alice, bob, mod, owner)
-        await bot.close()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await runner
-    await emu.stop()
+        try:
+            yield World(emu, bot, services, guild, channel, alice, bob, mod, owner)
+        finally:
+            await bot.close()
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+
+
+@pytest_asyncio.fixture(scope="session")
+async def world(
+    embedded: LoadedModel, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    """One connected bot on the embedded model for the whole session (on_ready costs ~2 s)."""
+    engine = BatchedEngine(embedded.model, embedded.tokenizer, model_name=embedded.name)
+    async with open_world(
+        engine, tmp_path_factory.mktemp("db"), max_pending_per_user=2, timeout=60
+    ) as world:
+        yield world

@@ -28,7 +28,7 @@ async def test_brainstorm_gives_exactly_count_ideas_and_expands_one(world: World
     assert embed["title"] == "4 plots · a city under the sea"
     lines = embed["description"].splitlines()
     assert [re.match(r"(\d+)\. \S", line).group(1) for line in lines] == ["1", "2", "3", "4"]  # type: ignore[union-attr]
-    select = message.components[0]["components"][0]
+    select = message.component("brainstorm:expand:")
     list_id = int(select["custom_id"].rsplit(":", 1)[1])
     assert [o["value"] for o in select["options"]] == ["1", "2", "3", "4"]
 

@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 
-from bot.generation.types import GenerationResult
 from bot.tasks import chat_task
-from bot.ui.respond import ATTACHED_NOTE, Written, render_result
+from bot.ui.respond import ATTACHED_NOTE, Written
 from emulator import Channel, Message
 from tests.conftest import World
 
@@ -18,14 +17,14 @@ def test_long_answers_are_cut_at_a_boundary_and_attached() -> None:
 
     task = chat_task(load_settings({}, dotenv_path=None), "hi")
     text = "\n\n".join(f"Paragraph {i} " + "word " * 150 for i in range(8))
-    result = GenerationResult("r", text, "stop", 1, 2, 0.0, 1.0, "m")
-    embed = render_result(task, text, result, 7)
+    written = Written(1, 7, text, task.title, "m", 1.0)
+    embed = written.embed(2, 3)
+    assert embed.footer.text == "m · 1.0 s · #7 · 2/3"
     assert embed.description is not None and embed.description.endswith(ATTACHED_NOTE)
     assert len(embed.description) <= 4096
     assert embed.description[: -len(ATTACHED_NOTE)].rstrip().endswith("word")  # whole words
-    files = Written(1, 7, text, embed).files
-    assert [f.filename for f in files] == ["llmos-7.md"]
-    assert Written(1, 7, "short", embed).files == []
+    assert [f.filename for f in written.files] == ["llmos-7.md"]
+    assert Written(1, 7, "short", task.title, "m", 1.0).files == []
 
 
 async def channel_in_mode(world: World, name: str, mode: str) -> Channel:

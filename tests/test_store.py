@@ -19,7 +19,7 @@ EXPECTED_SCHEMA = {
                     "params", "model", "output", "finish_reason", "refines_id", "refine_kind",
                     "prompt_tokens", "completion_tokens", "queued_ms", "generation_ms",
                     "created_at"],
-    "feedback": ["id", "generation_id", "user_id", "kind", "value", "created_at"],
+    "feedback": ["id", "generation_id", "user_id", "kind", "value", "created_at", "output_id"],
     "stories": ["id", "guild_id", "channel_id", "title", "premise", "genre", "status", "summary",
                 "summary_upto", "created_by", "created_at", "ended_at"],
     "story_segments": ["id", "story_id", "channel_id", "author_id", "text", "position", "source",

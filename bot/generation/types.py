@@ -36,6 +36,12 @@ class Prompt:
             "prefix": self.prefix,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prompt:
+        """The prompt `to_dict` stored; raises KeyError, TypeError or ValueError if damaged."""
+        messages = tuple(Message(m["role"], str(m["content"])) for m in data["messages"])
+        return cls(messages, str(data["plain"]), str(data.get("prefix") or ""))
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
@@ -53,6 +59,12 @@ class SamplingParams:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplingParams:
+        """Parameters `to_dict` stored; unknown keys (from another version) are ignored."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def batch_key(self) -> tuple[Any, ...]:
         """What must be equal for two requests to be decoded in one batch."""

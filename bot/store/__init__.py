@@ -150,7 +150,7 @@ class Store:
             return await migrator.upgrade(self._db, self.migrations)
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -173,7 +173,7 @@ class Store:
         Returns (output_id, generation_id). The message id is attached later with
         `set_output_message`, once Discord has accepted the message.
         """
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             cur = await db.execute(
                 "INSERT INTO outputs (guild_id, channel_id, requester_id, command, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -189,7 +189,7 @@ class Store:
 
     async def add_alternative(self, output_id: int, gen: NewGeneration) -> int:
         """Add `gen` as a new alternative of an existing output and mark it chosen."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             generation_id = await self._insert_generation(db, gen, output_id)
             await db.execute(
                 "UPDATE outputs SET chosen_id = ? WHERE id = ?", (generation_id, output_id)
@@ -217,7 +217,7 @@ class Store:
 
     async def set_output_message(self, output_id: int, message_id: int) -> None:
         """Record the Discord message that shows an output."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "UPDATE outputs SET message_id = ? WHERE id = ?", (message_id, output_id)
             )
@@ -234,12 +234,34 @@ class Store:
             " LEFT JOIN outputs o ON o.id = g.output_id WHERE g.id = ?",
             (generation_id,),
         )
-        if not rows:
-            return None
-        row = dict(rows[0])
-        row["prompt"] = _loads(row["prompt"])
-        row["params"] = _loads(row["params"])
-        return GenerationRecord(**row)
+        return _generation(rows[0]) if rows else None
+
+    async def get_output(self, output_id: int) -> OutputRecord | None:
+        rows = await self.fetchall("SELECT * FROM outputs WHERE id = ?", (output_id,))
+        return OutputRecord(**dict(rows[0])) if rows else None
+
+    async def alternatives(self, output_id: int) -> list[GenerationRecord]:
+        """Every alternative of an output, oldest first (the order ◀ ▶ browse in)."""
+        rows = await self.fetchall(
+            "SELECT g.*, o.message_id FROM generations g JOIN outputs o ON o.id = g.output_id"
+            " WHERE g.output_id = ? ORDER BY g.id",
+            (output_id,),
+        )
+        return [_generation(row) for row in rows]
+
+    async def choose(self, output_id: int, generation_id: int) -> None:
+        """Record `generation_id` (an alternative of the output) as the one shown."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE outputs SET chosen_id = ? WHERE id = ? AND EXISTS (SELECT 1 FROM"
+                " generations WHERE id = ? AND output_id = ?)",
+                (generation_id, output_id, generation_id, output_id),
+            )
+
+    async def delete_output(self, output_id: int) -> None:
+        """Forget an output with all its alternatives and their feedback."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM outputs WHERE id = ?", (output_id,))
 
     # -- settings ---------------------------------------------------------------------------------
 
@@ -255,7 +277,7 @@ class Store:
         guild_id: int | None = None, user_id: int | None = None,
     ) -> None:  # fmt: skip
         """Set one override for a guild or a channel."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "INSERT INTO settings (scope, scope_id, guild_id, key, value, updated_by,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, scope_id, key)"
@@ -266,10 +288,17 @@ class Store:
 
     async def reset_settings(self, scope: str, scope_id: int) -> None:
         """Remove every override of a guild or a channel."""
-        async with self._transaction() as db:
+        async with self.transaction() as db:
             await db.execute(
                 "DELETE FROM settings WHERE scope = ? AND scope_id = ?", (scope, scope_id)
             )
+
+
+def _generation(row: aiosqlite.Row) -> GenerationRecord:
+    values = dict(row)
+    values["prompt"] = _loads(values["prompt"])
+    values["params"] = _loads(values["params"])
+    return GenerationRecord(**values)
 
 
 def _loads(text: str) -> Any:
@@ -327,7 +356,7 @@ class Stories:
         """Begin a story in a channel; raises `StoryExists` if one is active there."""
         if await self.active(channel_id) is not None:
             raise StoryExists(channel_id)
-        async with self.store._transaction() as db:
+        async with self.store.transaction() as db:
             cur = await db.execute(
                 "INSERT INTO stories (guild_id, channel_id, title, premise, genre, created_by,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -354,7 +383,7 @@ class Stories:
         generation_id: int | None = None, message_id: int | None = None,
     ) -> SegmentRecord:  # fmt: skip
         """Append a segment at the next position."""
-        async with self.store._transaction() as db:
+        async with self.store.transaction() as db:
             cur = await db.execute(
                 "INSERT INTO story_segments (story_id, channel_id, author_id, text, position,"
                 " source, generation_id, message_id, created_at) VALUES (?, ?, ?, ?,"
@@ -382,11 +411,19 @@ class Stories:
         return SegmentRecord(**dict(rows[0])) if rows else None
 
     async def edit(self, segment_id: int, text: str) -> None:
-        async with self.store._transaction() as db:
+        async with self.store.transaction() as db:
             await db.execute("UPDATE story_segments SET text = ? WHERE id = ?", (text, segment_id))
 
+    async def adopt(self, segment_id: int, text: str, generation_id: int) -> None:
+        """Make the bot's segment show another alternative (a kept regeneration)."""
+        async with self.store.transaction() as db:
+            await db.execute(
+                "UPDATE story_segments SET text = ?, generation_id = ? WHERE id = ?",
+                (text, generation_id, segment_id),
+            )
+
     async def remove(self, segment_id: int) -> None:
-        async with self.store._transaction() as db:
+        async with self.store.transaction() as db:
             await db.execute("DELETE FROM story_segments WHERE id = ?", (segment_id,))
 
     async def people_since_bot(self, story_id: int) -> int:
@@ -401,14 +438,14 @@ class Stories:
 
     async def summarise(self, story_id: int, summary: str, upto: int) -> None:
         """Store the rolling summary of segments up to position `upto`."""
-        async with self.store._transaction() as db:
+        async with self.store.transaction() as db:
             await db.execute(
                 "UPDATE stories SET summary = ?, summary_upto = ? WHERE id = ?",
                 (summary, upto, story_id),
             )
 
     async def end(self, story_id: int) -> None:
-        async with self.store._transaction() as db:
+        async with self.store.transaction() as db:
             await db.execute(
                 "UPDATE stories SET status = 'ended', ended_at = ? WHERE id = ?",
                 (utcnow(), story_id),

@@ -6,6 +6,7 @@ streaming, errors and saving look and behave the same everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -26,6 +27,7 @@ from bot.generation.types import (
 )
 from bot.services import Services
 from bot.store import NewGeneration
+from bot.ui.controls import CancelView, output_controls
 
 log = logging.getLogger(__name__)
 
@@ -98,21 +100,30 @@ class Task:
         return second if self.accept is not None and self.accept(second) else first
 
 
-def render_result(
-    task: Task, text: str, result: GenerationResult, generation_id: int
-) -> discord.Embed:
-    """The finished answer as an embed; a text too long for one is cut at a paragraph (or word)
-    boundary, with a note that the whole text is attached (see `Written.files`)."""
+def render_embed(
+    title: str, text: str, *, model: str, seconds: float, generation_id: int,
+    position: int = 1, total: int = 1,
+) -> discord.Embed:  # fmt: skip
+    """An answer as an embed; a text too long for one is cut at a paragraph (or word) boundary,
+    with a note that the whole text is attached (see `Written.files`)."""
     shown = text
     if len(text) > EMBED_TEXT_LIMIT:
         shown = split_for_discord(text, EMBED_TEXT_LIMIT - 80)[0] + f"\n\n{ATTACHED_NOTE}"
-    embed = discord.Embed(title=task.title[:256], description=shown, colour=EMBED_COLOUR)
-    embed.set_footer(text=f"{result.model} · {result.generation_s:.1f} s · #{generation_id}")
+    embed = discord.Embed(title=title[:256], description=shown, colour=EMBED_COLOUR)
+    counter = f" · {position}/{total}" if total > 1 else ""
+    embed.set_footer(text=f"{model} · {seconds:.1f} s · #{generation_id}{counter}")
     return embed
 
 
+def attachments_for(text: str, generation_id: int) -> list[discord.File]:
+    """The whole text as a file, when an embed can show only its start."""
+    if len(text) <= EMBED_TEXT_LIMIT:
+        return []
+    return [discord.File(io.BytesIO(text.encode()), filename=f"llmos-{generation_id}.md")]
+
+
 class Pacer:
-    """Spaces the progress edits of one message at least `interval` apart, across attempts."""
+    """Spaces the edits of one message at least `interval` apart, across attempts."""
 
     def __init__(self, interval: float = EDIT_INTERVAL_S) -> None:
         self.interval = interval
@@ -121,6 +132,10 @@ class Pacer:
     @property
     def due(self) -> bool:
         return time.monotonic() - self.last >= self.interval
+
+    async def wait(self) -> None:
+        """Sleep until the next edit is allowed."""
+        await asyncio.sleep(max(0.0, self.last + self.interval - time.monotonic()))
 
 
 async def show_progress(
@@ -132,8 +147,8 @@ async def show_progress(
     """Show the queue position while waiting, then the text as it grows, via `edit(content)`.
 
     Edits at most once per `pacer.interval` (shared when one message shows several attempts).
-    Returns the result or raises the `GenerationError`. A failed edit (a Discord hiccup) is
-    logged and skipped; the generation goes on.
+    Returns the result or raises the `GenerationError`; cancelling the caller cancels the
+    request. A failed edit (a Discord hiccup) is logged and skipped; the generation goes on.
     """
     pacer = pacer or Pacer()
     interval = pacer.interval
@@ -146,20 +161,24 @@ async def show_progress(
         pacer.last = time.monotonic()
 
     shown_position = -1
-    while not handle.started:
-        position = handle.position
-        if position != shown_position and position > 0 and pacer.due:
-            wait = handle.estimated_wait()
-            await safe_edit(f"⏳ #{position} in queue (about {max(1, round(wait))} s)")
-            shown_position = position
-        await handle.wait_started(timeout=interval)
-    async for _chunk in handle:
-        if pacer.due:
-            preview = handle.text.strip()
-            if len(preview) > STREAM_PREVIEW_CHARS:
-                preview = "…" + preview[-STREAM_PREVIEW_CHARS:]
-            if preview:
-                await safe_edit(f"✍️ {preview}")
+    try:
+        while not handle.started:
+            position = handle.position
+            if position != shown_position and position > 0 and pacer.due:
+                wait = handle.estimated_wait()
+                await safe_edit(f"⏳ #{position} in queue (about {max(1, round(wait))} s)")
+                shown_position = position
+            await handle.wait_started(timeout=interval)
+        async for _chunk in handle:
+            if pacer.due:
+                preview = handle.text.strip()
+                if len(preview) > STREAM_PREVIEW_CHARS:
+                    preview = "…" + preview[-STREAM_PREVIEW_CHARS:]
+                if preview:
+                    await safe_edit(f"✍️ {preview}")
+    except asyncio.CancelledError:
+        handle.cancel()
+        raise
     return await handle.result()
 
 
@@ -188,15 +207,21 @@ class Written:
     output_id: int
     generation_id: int
     text: str
-    embed: discord.Embed
+    title: str
+    model: str
+    seconds: float
+
+    def embed(self, position: int = 1, total: int = 1) -> discord.Embed:
+        """The answer as the `position`-th of `total` alternatives."""
+        return render_embed(
+            self.title, self.text, model=self.model, seconds=self.seconds,
+            generation_id=self.generation_id, position=position, total=total,
+        )  # fmt: skip
 
     @property
     def files(self) -> list[discord.File]:
         """The whole text as a file, when the embed could show only its start."""
-        if len(self.text) <= EMBED_TEXT_LIMIT:
-            return []
-        data = io.BytesIO(self.text.encode())
-        return [discord.File(data, filename=f"llmos-{self.generation_id}.md")]
+        return attachments_for(self.text, self.generation_id)
 
 
 async def complete(
@@ -205,6 +230,7 @@ async def complete(
     handle: GenerationHandle,
     user_id: int,
     edit: Callable[[str], Awaitable[object]],
+    pacer: Pacer | None = None,
 ) -> tuple[str, GenerationResult, bool]:
     """Finish `task`: its text, the (combined) result, and whether it took a second try.
 
@@ -215,7 +241,7 @@ async def complete(
         queue.submit(GenerationRequest(user_id, p, task.params), count_for_user=False)
         for p in task.extra
     ]
-    pacer = Pacer()
+    pacer = pacer or Pacer()
     try:
         result = await show_progress(handle, edit, pacer=pacer)
         parts = [await h.result() for h in extras]
@@ -260,6 +286,8 @@ async def write(
     where: Where,
     edit: Callable[[str], Awaitable[object]],
     *,
+    fail: Callable[[str], Awaitable[object]] | None = None,
+    pacer: Pacer | None = None,
     output_id: int | None = None,
     refines_id: int | None = None,
     refine_kind: str | None = None,
@@ -267,24 +295,32 @@ async def write(
     """Show `handle`'s progress through `edit`, then save the finished text.
 
     With `output_id`, the text is saved as a new alternative of that output (a refinement);
-    otherwise as a new output. On failure the user's message says why (via `edit`) and
-    nothing is saved; returns None.
+    otherwise as a new output. On failure the user is told why through `fail` (default:
+    `edit`) and nothing is saved; returns None.
     """
+    fail = fail or edit
     try:
-        text, result, retried = await complete(services.queue, task, handle, where.user_id, edit)
+        text, result, retried = await complete(
+            services.queue, task, handle, where.user_id, edit, pacer
+        )
     except GenerationError as error:
         log.info("%s for %s failed: %r", task.command, where.user_id, error)
-        await edit(error.user_message)
+        await fail(error.user_message)
         return None
     if not text.strip():
-        await edit("The model came back with nothing usable. Please try again.")
+        await fail("The model came back with nothing usable. Please try again.")
         return None
     record = NewGeneration(
         guild_id=where.guild_id,
         channel_id=where.channel_id,
         user_id=where.user_id,
         command=task.command,
-        prompt={"inputs": task.inputs, **task.prompt.to_dict(), "retried": retried},
+        prompt={
+            "inputs": task.inputs,
+            **task.prompt.to_dict(),
+            "retried": retried,
+            "title": task.title,
+        },
         params=task.params.to_dict(),
         model=result.model,
         output=text,
@@ -300,8 +336,94 @@ async def write(
         output_id, generation_id = await services.store.save_output(record)
     else:
         generation_id = await services.store.add_alternative(output_id, record)
-    embed = render_result(task, text, result, generation_id)
-    return Written(output_id, generation_id, text, embed)
+    return Written(output_id, generation_id, text, task.title, result.model, result.generation_s)
+
+
+# Edits one Discord message: `content`, `embed`, `view`, `attachments` as in `Message.edit`.
+Editor = Callable[..., Awaitable[Any]]
+REACTIONS = ("🔁", "➕", "➖", "✅", "👍", "👎")
+
+
+async def deliver(
+    services: Services, task: Task, handle: GenerationHandle, where: Where, editor: Editor, *,
+    restore: discord.ui.View | None = None,
+    output_id: int | None = None, refines_id: int | None = None, refine_kind: str | None = None,
+) -> Answered | None:  # fmt: skip
+    """Stream `handle` into a message through `editor`, with a Cancel button for the person who
+    asked, then save the answer and show it with its controls.
+
+    With `output_id` the answer is a new alternative of that output (the message already shows
+    it, with `restore` as its controls, put back if this fails or is cancelled). Edits of the
+    message are at least `EDIT_INTERVAL_S` apart, the final one included.
+    """
+    pacer = Pacer()
+    cancel = CancelView(where.user_id)
+
+    async def progress(content: str) -> object:
+        return await editor(content=content, view=cancel, allowed_mentions=NO_MENTIONS)
+
+    async def fail(content: str) -> object:
+        await pacer.wait()
+        return await editor(
+            content=content, view=restore if restore is not None else None,
+            allowed_mentions=NO_MENTIONS,
+        )  # fmt: skip
+
+    inner = asyncio.create_task(
+        write(
+            services,
+            task,
+            handle,
+            where,
+            progress,
+            fail=fail,
+            pacer=pacer,
+            output_id=output_id,
+            refines_id=refines_id,
+            refine_kind=refine_kind,
+        )
+    )
+    cancel.on_cancel = inner.cancel
+    try:
+        written = await inner
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not cancel.pressed or (current is not None and current.cancelling()):
+            raise
+        await fail("Cancelled.")
+        return None
+    finally:
+        cancel.stop()
+    if written is None:
+        return None
+    position = total = 1
+    if output_id is not None:
+        alternatives = await services.store.alternatives(output_id)
+        position = total = len(alternatives)
+    embed = written.embed(position, total)
+    view = output_controls(
+        written.generation_id, position, total, command=task.command, text=written.text
+    )
+    await pacer.wait()
+    message = await editor(
+        content=None, embed=embed, view=view, attachments=written.files,
+        allowed_mentions=NO_MENTIONS,
+    )  # fmt: skip
+    if output_id is None:
+        await services.store.set_output_message(written.output_id, message.id)
+        prefs = await services.preferences.for_channel(where.guild_id, where.channel_id)
+        if prefs.reactions:
+            await _add_reactions(message)
+    return Answered(written.generation_id, message.id, written.text)
+
+
+async def _add_reactions(message: discord.Message | discord.PartialMessage) -> None:
+    """The reaction controls, for channels that asked for them (`reactions` setting)."""
+    try:
+        for emoji in REACTIONS:
+            await message.add_reaction(emoji)
+    except discord.HTTPException as exc:  # no Add Reactions permission, say
+        log.info("could not add reactions: %s", exc)
 
 
 async def answer_with_generation(
@@ -311,13 +433,11 @@ async def answer_with_generation(
     *,
     refines_id: int | None = None,
     refine_kind: str | None = None,
-    controls: Callable[[Written], discord.ui.View | None] | None = None,
 ) -> Answered | None:
     """Run `task` for the user of `interaction` and answer it; returns what was shown.
 
     Refusals (queue full, too many pending) are ephemeral and queue nothing. Failures end with
-    a short message in place of the output; only finished work is saved. `controls` builds
-    the components shown under the finished answer.
+    a short message in place of the output; only finished work is saved.
     """
     request = GenerationRequest(user_id=interaction.user.id, prompt=task.prompt, params=task.params)
     try:
@@ -330,25 +450,11 @@ async def answer_with_generation(
     except discord.HTTPException:
         handle.cancel()  # nobody will see the answer
         raise
-
-    async def edit(content: str) -> object:
-        return await interaction.edit_original_response(
-            content=content, allowed_mentions=NO_MENTIONS
-        )
-
     where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
-    written = await write(
-        services, task, handle, where, edit, refines_id=refines_id, refine_kind=refine_kind
-    )
-    if written is None:
-        return None
-    view = controls(written) if controls is not None else None
-    message = await interaction.edit_original_response(
-        content=None, embed=written.embed, allowed_mentions=NO_MENTIONS,
-        view=view if view is not None else discord.utils.MISSING, attachments=written.files,
+    return await deliver(
+        services, task, handle, where, interaction.edit_original_response,
+        refines_id=refines_id, refine_kind=refine_kind,
     )  # fmt: skip
-    await services.store.set_output_message(written.output_id, message.id)
-    return Answered(written.generation_id, message.id, written.text)
 
 
 async def answer_in_channel(
@@ -364,15 +470,4 @@ async def answer_in_channel(
         await channel.send(refused.user_message, reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
         return None
     message = await channel.send("✍️ …", reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
-
-    async def edit(content: str) -> object:
-        return await message.edit(content=content, allowed_mentions=NO_MENTIONS)
-
-    written = await write(services, task, handle, Where(user_id, channel_id, guild_id), edit)
-    if written is None:
-        return None
-    await message.edit(
-        content=None, embed=written.embed, allowed_mentions=NO_MENTIONS, attachments=written.files
-    )
-    await services.store.set_output_message(written.output_id, message.id)
-    return Answered(written.generation_id, message.id, written.text)
+    return await deliver(services, task, handle, Where(user_id, channel_id, guild_id), message.edit)

@@ -1,0 +1,271 @@
+"""What people say about outputs (votes, keeps, reasons), its statistics and exports, and
+forgetting a person on request.
+
+Promises:
+- One vote per person per output: a new vote replaces the old one, wherever on the output's
+  alternatives it was (the database enforces it with a unique index).
+- Each method is one transaction on the store's connection.
+- `forget` leaves nothing of the person's requests, votes or (if asked) story parts behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bot.store import Store, utcnow
+
+UP, DOWN = 1, -1
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Feedback on one group of outputs (a command) or generations (a refinement kind)."""
+
+    name: str
+    total: int
+    up: int
+    down: int
+    kept: int
+
+    @property
+    def keep_rate(self) -> float:
+        return self.kept / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    by_command: list[Tally]
+    by_refinement: list[Tally]
+
+    @property
+    def empty(self) -> bool:
+        return not self.by_command
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What `forget` removed or anonymised."""
+
+    votes: int
+    generations: int
+    segments: int
+
+
+class Feedback:
+    """Votes, keeps and reasons on the store's connection."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def vote(self, generation_id: int, user_id: int, value: int) -> int | None:
+        """Record `user_id`'s vote (UP or DOWN) on the output that shows `generation_id`.
+
+        Returns the vote it replaced on that output (None if there was none).
+        """
+        async with self.store.transaction() as db:
+            async with db.execute(
+                "SELECT f.value FROM feedback f JOIN generations g ON g.output_id = f.output_id"
+                " WHERE g.id = ? AND f.user_id = ? AND f.kind = 'vote'",
+                (generation_id, user_id),
+            ) as cur:
+                row = await cur.fetchone()
+            await db.execute(
+                "DELETE FROM feedback WHERE kind = 'vote' AND user_id = ? AND output_id ="
+                " (SELECT output_id FROM generations WHERE id = ?)",
+                (user_id, generation_id),
+            )
+            await db.execute(
+                "INSERT INTO feedback (generation_id, output_id, user_id, kind, value, created_at)"
+                " SELECT id, output_id, ?, 'vote', ?, ? FROM generations WHERE id = ?",
+                (user_id, str(value), utcnow(), generation_id),
+            )
+        return int(row[0]) if row else None
+
+    async def unvote(self, output_id: int, user_id: int, value: int | None = None) -> bool:
+        """Remove `user_id`'s vote on an output (only if it is `value`, when given)."""
+        sql = "DELETE FROM feedback WHERE kind = 'vote' AND output_id = ? AND user_id = ?"
+        params: tuple[Any, ...] = (output_id, user_id)
+        if value is not None:
+            sql, params = sql + " AND value = ?", (*params, str(value))
+        async with self.store.transaction() as db:
+            cur = await db.execute(sql, params)
+            return cur.rowcount > 0
+
+    async def votes(self, output_id: int) -> dict[int, int]:
+        """Everyone's vote on an output, by user id."""
+        rows = await self.store.fetchall(
+            "SELECT user_id, value FROM feedback WHERE output_id = ? AND kind = 'vote'",
+            (output_id,),
+        )
+        return {row["user_id"]: int(row["value"]) for row in rows}
+
+    async def reason(self, generation_id: int, user_id: int, text: str) -> None:
+        """Why `user_id` voted down `generation_id` (replacing an earlier reason)."""
+        await self._put(generation_id, user_id, "reason", text)
+
+    async def keep(self, generation_id: int, user_id: int) -> None:
+        """`user_id` keeps this alternative: it becomes the output's chosen one."""
+        async with self.store.transaction() as db:
+            await db.execute(
+                "DELETE FROM feedback WHERE kind = 'keep' AND user_id = ? AND output_id ="
+                " (SELECT output_id FROM generations WHERE id = ?)",
+                (user_id, generation_id),
+            )
+            await db.execute(
+                "UPDATE outputs SET chosen_id = ? WHERE id ="
+                " (SELECT output_id FROM generations WHERE id = ?)",
+                (generation_id, generation_id),
+            )
+        await self._put(generation_id, user_id, "keep", "1")
+
+    async def _put(self, generation_id: int, user_id: int, kind: str, value: str) -> None:
+        async with self.store.transaction() as db:
+            await db.execute(
+                "INSERT INTO feedback (generation_id, output_id, user_id, kind, value, created_at)"
+                " SELECT id, output_id, ?, ?, ?, ? FROM generations WHERE id = ?"
+                " ON CONFLICT (generation_id, user_id, kind) DO UPDATE SET value = excluded.value,"
+                " created_at = excluded.created_at",
+                (user_id, kind, value, utcnow(), generation_id),
+            )
+
+    async def feedback_of(self, generation_id: int) -> list[dict[str, Any]]:
+        """Every feedback row on one generation (for tests and diagnostics)."""
+        rows = await self.store.fetchall(
+            "SELECT user_id, kind, value FROM feedback WHERE generation_id = ? ORDER BY id",
+            (generation_id,),
+        )
+        return [dict(r) for r in rows]
+
+    # -- statistics and export -----------------------------------------------------------------
+
+    async def stats(self, guild_id: int, channel_id: int | None = None) -> Stats:
+        """Votes and keep-rates per command (over outputs) and per refinement kind (over
+        generations; "first" is an output's first answer), in a server or one channel."""
+        where = "o.guild_id = ?" + (" AND o.channel_id = ?" if channel_id is not None else "")
+        params = (guild_id,) if channel_id is None else (guild_id, channel_id)
+        tally = (
+            "COALESCE(SUM(f.kind = 'vote' AND f.value = '1'), 0) AS up,"
+            " COALESCE(SUM(f.kind = 'vote' AND f.value = '-1'), 0) AS down"
+        )
+        commands = await self.store.fetchall(
+            f"SELECT o.command AS name, COUNT(DISTINCT o.id) AS total, {tally},"
+            " COUNT(DISTINCT CASE WHEN f.kind = 'keep' THEN o.id END) AS kept"
+            f" FROM outputs o LEFT JOIN feedback f ON f.output_id = o.id WHERE {where}"
+            " GROUP BY o.command ORDER BY total DESC, name",
+            params,
+        )
+        kinds = await self.store.fetchall(
+            "SELECT COALESCE(g.refine_kind, 'first') AS name, COUNT(DISTINCT g.id) AS total,"
+            f" {tally}, COUNT(DISTINCT CASE WHEN f.kind = 'keep' THEN g.id END) AS kept"
+            " FROM generations g JOIN outputs o ON o.id = g.output_id"
+            f" LEFT JOIN feedback f ON f.generation_id = g.id WHERE {where}"
+            " GROUP BY name ORDER BY total DESC, name",
+            params,
+        )
+        return Stats([Tally(**dict(r)) for r in commands], [Tally(**dict(r)) for r in kinds])
+
+    async def export(self, guild_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Training data from a server: (preference pairs, SFT examples), in TRL's
+        conversational format.
+
+        A pair's prompt is the output's first request; "chosen" is a kept or up-voted
+        alternative, "rejected" a down-voted one, or any other alternative of an output whose
+        kept alternative was chosen over it. SFT examples are the kept alternatives.
+        """
+        rows = await self.store.fetchall(
+            "SELECT g.id, g.output_id, g.prompt, g.output,"
+            " COALESCE(SUM(CASE WHEN f.kind = 'vote' THEN CAST(f.value AS INTEGER) END), 0)"
+            " AS score, COALESCE(MAX(f.kind = 'keep'), 0) AS kept"
+            " FROM generations g JOIN outputs o ON o.id = g.output_id"
+            " LEFT JOIN feedback f ON f.generation_id = g.id"
+            " WHERE o.guild_id = ? GROUP BY g.id ORDER BY g.output_id, g.id",
+            (guild_id,),
+        )
+        by_output: dict[int, list[Any]] = defaultdict(list)
+        for row in rows:
+            by_output[row["output_id"]].append(row)
+        pairs: list[dict[str, Any]] = []
+        sft: list[dict[str, Any]] = []
+        for alternatives in by_output.values():
+            prompt = conversation(alternatives[0]["prompt"])
+            if prompt is None:
+                continue
+            kept = [a for a in alternatives if a["kept"]]
+            chosen = kept + [a for a in alternatives if a["score"] > 0 and not a["kept"]]
+            rejected = [
+                a for a in alternatives
+                if not a["kept"] and (a["score"] < 0 or (kept and a["score"] <= 0))
+            ]  # fmt: skip
+            for good in chosen:
+                for bad in rejected:
+                    if good["output"].strip() != bad["output"].strip():
+                        pairs.append(
+                            {"prompt": prompt, "chosen": _said(good["output"]),
+                             "rejected": _said(bad["output"])}
+                        )  # fmt: skip
+            sft += [{"messages": prompt + _said(a["output"])} for a in kept]
+        return pairs, sft
+
+    # -- privacy ------------------------------------------------------------------------------
+
+    async def forget(self, user_id: int, *, segments: Literal["remove", "anonymise"]) -> Forgotten:
+        """Delete everything `user_id` asked for or said about outputs, and remove or
+        anonymise their story parts. Outputs they requested go with every alternative."""
+        async with self.store.transaction() as db:
+            votes = await db.execute("DELETE FROM feedback WHERE user_id = ?", (user_id,))
+            generations = await db.execute(
+                "DELETE FROM generations WHERE user_id = ? OR output_id IN"
+                " (SELECT id FROM outputs WHERE requester_id = ?)",
+                (user_id, user_id),
+            )
+            await db.execute("DELETE FROM outputs WHERE requester_id = ?", (user_id,))
+            # an output whose shown alternative was theirs shows the latest one left
+            await db.execute(
+                "UPDATE outputs SET chosen_id = (SELECT MAX(id) FROM generations"
+                " WHERE output_id = outputs.id) WHERE chosen_id IS NULL"
+            )
+            # their words may live on in a story's rolling summary: it is rebuilt
+            await db.execute(
+                "UPDATE stories SET summary = '', summary_upto = 0 WHERE id IN"
+                " (SELECT story_id FROM story_segments WHERE author_id = ?)",
+                (user_id,),
+            )
+            if segments == "remove":
+                parts = await db.execute(
+                    "DELETE FROM story_segments WHERE author_id = ?", (user_id,)
+                )
+            else:
+                parts = await db.execute(
+                    "UPDATE story_segments SET author_id = NULL, message_id = NULL"
+                    " WHERE author_id = ?",
+                    (user_id,),
+                )
+            await db.execute("UPDATE stories SET created_by = 0 WHERE created_by = ?", (user_id,))
+            await db.execute(
+                "UPDATE settings SET updated_by = NULL WHERE updated_by = ?", (user_id,)
+            )
+        return Forgotten(votes.rowcount, generations.rowcount, parts.rowcount)
+
+
+def conversation(prompt: Any) -> list[dict[str, str]] | None:
+    """A stored prompt as chat messages (a plain prompt becomes one user message)."""
+    try:
+        data = json.loads(prompt) if isinstance(prompt, str) else prompt
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    messages = [
+        {"role": str(m.get("role")), "content": str(m.get("content"))}
+        for m in data.get("messages") or [] if isinstance(m, dict)
+    ]  # fmt: skip
+    if not messages and data.get("plain"):
+        messages = [{"role": "user", "content": str(data["plain"])}]
+    return messages or None
+
+
+def _said(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]

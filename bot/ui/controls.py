@@ -1,0 +1,174 @@
+"""The buttons under every output, and the Cancel button while a request waits or runs.
+
+Output buttons are `DynamicItem`s whose custom_id is `llmos:<action>:<generation id>`, so any
+button on any output, however old, is understood after a restart. What a button does is up to
+the cog registered as the handler (`cogs.refine`); this module only draws and routes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import discord
+
+from bot.prompts.brainstorm import parse_ideas
+
+log = logging.getLogger(__name__)
+
+HANDLER_COG = "Refine"
+BRAINSTORM_COG = "Brainstorm"
+
+# action: (emoji, label, row). Labels are kept short: five buttons share a row on a phone.
+BUTTONS: dict[str, tuple[str, str | None, int]] = {
+    "regen": ("🔁", None, 0),
+    "prev": ("◀", None, 0),
+    "next": ("▶", None, 0),
+    "delete": ("🗑", None, 0),
+    "longer": ("➕", "Longer", 1),
+    "shorter": ("➖", "Shorter", 1),
+    "remix": ("✏️", "Remix", 1),
+    "keep": ("✅", "Keep", 1),
+    "up": ("👍", None, 2),
+    "down": ("👎", None, 2),
+}
+
+
+def control_id(action: str, generation_id: int) -> str:
+    return f"llmos:{action}:{generation_id}"
+
+
+class ControlHandler(Protocol):
+    async def on_control(
+        self, interaction: discord.Interaction, action: str, generation_id: int
+    ) -> None: ...
+
+
+class OutputControl(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"llmos:(?P<action>[a-z]+):(?P<gid>\d+)",
+):
+    """One button of an output's controls."""
+
+    def __init__(
+        self, action: str, generation_id: int, *, label: str | None = None,
+        disabled: bool = False, row: int | None = None,
+    ) -> None:  # fmt: skip
+        emoji, default_label, default_row = BUTTONS.get(action, (None, None, 0))
+        super().__init__(
+            discord.ui.Button(
+                custom_id=control_id(action, generation_id),
+                emoji=emoji,
+                label=label or default_label,
+                disabled=disabled,
+                row=default_row if row is None else row,
+                style=discord.ButtonStyle.secondary,
+            )
+        )
+        self.action = action
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> OutputControl:
+        return cls(match["action"], int(match["gid"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: ControlHandler | None = interaction.client.get_cog(HANDLER_COG)  # type: ignore[attr-defined]
+        if handler is None:
+            await interaction.response.send_message(
+                "That button isn't available right now.", ephemeral=True
+            )
+            return
+        await handler.on_control(interaction, self.action, self.generation_id)
+
+
+class ExpandHandler(Protocol):
+    async def expand(
+        self, interaction: discord.Interaction, generation_id: int, index: int
+    ) -> None: ...
+
+
+class ExpandIdea(
+    discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"brainstorm:expand:(?P<gid>\d+)"
+):
+    """The "expand an idea" menu under a brainstormed list. Its custom_id carries the list's
+    generation id, so it keeps working after a restart."""
+
+    def __init__(self, generation_id: int, count: int) -> None:
+        options = [discord.SelectOption(label=f"Expand idea {i}", value=str(i))
+                   for i in range(1, max(1, count) + 1)]  # fmt: skip
+        super().__init__(
+            discord.ui.Select(
+                custom_id=f"brainstorm:expand:{generation_id}",
+                placeholder="Expand an idea into a paragraph…",
+                options=options,
+                row=3,
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> ExpandIdea:
+        count = len(getattr(item, "options", [])) or 1
+        return cls(int(match["gid"]), count)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        handler: ExpandHandler | None = interaction.client.get_cog(BRAINSTORM_COG)  # type: ignore[attr-defined]
+        if handler is None:
+            await interaction.response.send_message(
+                "That menu isn't available right now.", ephemeral=True
+            )
+            return
+        await handler.expand(interaction, self.generation_id, int(self.item.values[0]))
+
+
+def output_controls(
+    generation_id: int, position: int = 1, total: int = 1, *, command: str = "",
+    text: str = "",
+) -> discord.ui.View:  # fmt: skip
+    """The controls for the alternative `generation_id`, shown as `position`/`total`; a
+    brainstormed list (`command`, `text`) also gets its expand menu."""
+    view = discord.ui.View(timeout=None)
+    for action in ("regen", "prev"):
+        view.add_item(
+            OutputControl(action, generation_id, disabled=action == "prev" and position <= 1)
+        )
+    view.add_item(OutputControl("pos", generation_id, label=f"{position}/{total}", disabled=True))
+    view.add_item(OutputControl("next", generation_id, disabled=position >= total))
+    for action in ("delete", "longer", "shorter", "remix", "keep", "up", "down"):
+        view.add_item(OutputControl(action, generation_id))
+    if command == "brainstorm":
+        ideas = len(parse_ideas(text))
+        if ideas:
+            view.add_item(ExpandIdea(generation_id, min(ideas, 25)))
+    return view
+
+
+class CancelView(discord.ui.View):
+    """A Cancel button for the person who asked; `on_cancel` runs when they press it."""
+
+    def __init__(self, owner_id: int, on_cancel: Callable[[], object] | None = None) -> None:
+        super().__init__(timeout=None)
+        self.owner_id = owner_id
+        self.on_cancel = on_cancel
+        self.pressed = False
+
+    @discord.ui.button(label="Cancel", emoji="✖️", style=discord.ButtonStyle.secondary)
+    async def cancel(
+        self, interaction: discord.Interaction, _button: discord.ui.Button[Any]
+    ) -> None:
+        if interaction.user.id != self.owner_id:
+            await interaction.response.send_message(
+                "Only the person who asked can cancel this.", ephemeral=True
+            )
+            return
+        self.pressed = True
+        await interaction.response.defer()  # the answer's own edit says "Cancelled."
+        if self.on_cancel is not None:
+            self.on_cancel()
