@@ -21,9 +21,10 @@ HELP = """\
 Type what a Discord user would do, in #writers-room:
   /poem topic: autumn rain form: haiku    run a slash command (options as  name: value)
   Once upon a time, a fox...              say something
-  reply 3 Make it darker                  reply to message [3]
   react 🔁 3   /   unreact 🔁 3            add or remove a reaction on message [3]
-  click <button id> 3                     press a button on message [3]
+  click regen 3                           press a button on message [3] (regen, prev, next,
+                                          longer, shorter, keep, delete, up, down, or an id)
+  reply 3 make it darker                  reply to message [3]: refines it
   messages                                show the channel again
   help                                    this text
   quit                                    stop (Ctrl-D works too)
@@ -181,7 +182,10 @@ async def _repl(emu: Any, channel: Any, you: Any, transcript: Transcript, stdin:
                 say(f"(you {verb}ed {emoji} on [{number}])")
             elif line.startswith("click "):
                 _, custom_id, number = line.split(maxsplit=2)
-                await emu.click(you, transcript.by_number[int(number)], custom_id)
+                target = transcript.by_number[int(number)]
+                if ":" not in custom_id:  # a short name: regen, prev, next, longer, keep, up...
+                    custom_id = target.component(f"llmos:{custom_id}:")["custom_id"]
+                await emu.click(you, target, custom_id)
             elif line.startswith("reply "):
                 _, number, text = line.split(maxsplit=2)
                 await emu.say(you, channel, text, reply_to=transcript.by_number[int(number)])

@@ -29,6 +29,7 @@ class ScriptedEngine(Engine):
         self.max_batch = max_batch
         self.served: list[str] = []  # prompt texts, in the order they ran
         self.calls: list[int] = []  # batch sizes
+        self.aborted = 0  # jobs stopped before their last word
         self.thread_names: set[str] = set()
         self.release = threading.Event()
         self.gate = threading.Event()  # when set, jobs wait for it before the first word
@@ -56,6 +57,7 @@ class ScriptedEngine(Engine):
             for word in text.split():
                 if job.should_stop():
                     reason = "aborted"
+                    self.aborted += 1
                     break
                 time.sleep(self.delay)
                 chunk = word if not sent else " " + word

@@ -268,3 +268,18 @@ async def test_delete_is_for_the_requester_or_a_moderator(world: World) -> None:
     await eventually(lambda: _equals(lambda: store.get_output(output.id), None))
     assert await store.alternatives(output.id) == []
     assert emu.errors == []
+
+
+async def test_the_bot_adds_reactions_only_where_asked(world: World) -> None:
+    emu = world.emu
+    channel = await emu.open_channel(world.guild, "with-reactions")
+    await world.services.preferences.set(
+        "channel", channel.id, "reactions", "on", guild_id=world.guild.id, user_id=world.mod.id
+    )
+    message = await poem(world, world.alice, "a quiet pond", channel)
+    me = emu.bot_user.id
+    await emu.wait_for(lambda: all(me in message.reactions.get(e, ()) for e in "🔁➕➖✅👍👎"))
+    before = shown_id(message)
+    await emu.react(world.bob, message, "🔁")  # people's reactions work beside the bot's
+    await next_version(world, message, before)
+    assert emu.errors == []

@@ -134,7 +134,14 @@ async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> 
         loaded = await again.wait_log(r"Loaded SmolLM2-135M-Instruct on \w+ as \S+ in ([\d.]+) s")
         assert float(loaded.group(1)) < 5.0
         await again.wait_log(r"Connected as LLMOS", timeout=180)
-        # It sees the old output: reacting 🔁 on it regenerates it in place.
+        # The old output's buttons still work (their custom_id carries the generation id)...
+        vote = await emu.click(alice, message, message.component("llmos:up:")["custom_id"])
+        await emu.wait_for(lambda: vote.callback_type is not None, timeout=30)
+        assert vote.ephemeral
+        with sqlite3.connect(db) as conn:
+            votes = conn.execute("SELECT user_id, kind, value FROM feedback").fetchall()
+        assert votes == [(alice.id, "vote", "1")]
+        # ...and so do reactions: 🔁 regenerates it in place.
         footer = message.embeds[0]["footer"]["text"]
         await emu.react(alice, message, "🔁")
         await emu.wait_for(lambda: message.embeds[0]["footer"]["text"] != footer, timeout=180)
