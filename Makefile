@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run playground test bench lint format db-status db-upgrade clean
+.PHONY: run playground test stress bench lint format db-status db-upgrade clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The full-size reliability runs: 500 requests from 50 people, 20 SIGKILLs, more hostile input.
+stress: $(STAMP)
+	LOAD_REQUESTS=500 LOAD_USERS=50 KILLS=20 HYPOTHESIS_EXAMPLES=40 \
+		$(PY) -m pytest -s tests/test_load.py tests/test_kill.py tests/test_hostile.py
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -9,8 +9,16 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.services import Services
+from bot.ui.respond import apologise
 
 log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
 
 EXTENSIONS = (
     "cogs.poetry",
@@ -71,15 +79,10 @@ class LLMOSBot(commands.Bot):
     ) -> None:
         """Log the traceback; tell the user something short and kind."""
         if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
-            text = "You don't have permission to do that here."
-        else:
-            log.error("command %s failed", interaction.command and interaction.command.name,
-                      exc_info=error)  # fmt: skip
-            text = "Sorry, something went wrong on my side. Please try again."
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            log.warning("could not tell the user about the error")
+            await apologise(interaction, Refused("You don't have permission to do that here."))
+            return
+        original = getattr(error, "original", error)
+        log.info(
+            "command %s failed: %r", interaction.command and interaction.command.name, original
+        )
+        await apologise(interaction, original)

@@ -42,6 +42,8 @@ class Settings:
     log_level: str = "INFO"
     max_queue: int = 64
     max_pending_per_user: int = 3
+    user_requests_per_minute: int = 10
+    server_daily_budget: int = 0
     max_batch: int = 8
     generation_timeout: float = 120.0
     max_new_tokens: int = 200
@@ -144,6 +146,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "LOG_LEVEL": _choice("LOG_LEVEL", LOG_LEVELS, upper=True),
     "MAX_QUEUE": _int("MAX_QUEUE", 1, 10_000),
     "MAX_PENDING_PER_USER": _int("MAX_PENDING_PER_USER", 1, 100),
+    "USER_REQUESTS_PER_MINUTE": _int("USER_REQUESTS_PER_MINUTE", 0, 1000),
+    "SERVER_DAILY_BUDGET": _int("SERVER_DAILY_BUDGET", 0, 10_000_000),
     "MAX_BATCH": _int("MAX_BATCH", 1, 256),
     "GENERATION_TIMEOUT": _float("GENERATION_TIMEOUT", 1.0, 3600.0),
     "MAX_NEW_TOKENS": _int("MAX_NEW_TOKENS", 16, 4096),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.generation.queue import GenerationQueue
+from bot.limits import Limits
 from bot.preferences import Preferences
 from bot.store import Store, Stories
 from bot.store.feedback import Feedback
@@ -25,11 +26,18 @@ class Services:
     preferences: Preferences
     stories: Stories
     feedback: Feedback
+    limits: Limits
 
     @classmethod
     def build(cls, settings: Settings, store: Store, queue: GenerationQueue) -> Services:
         """The services over one open store and a running queue."""
-        return cls(settings, store, queue, Preferences(store), Stories(store), Feedback(store))
+        limits = Limits(
+            store, per_minute=settings.user_requests_per_minute,
+            daily_budget=settings.server_daily_budget,
+        )  # fmt: skip
+        return cls(
+            settings, store, queue, Preferences(store), Stories(store), Feedback(store), limits
+        )
 
 
 @asynccontextmanager

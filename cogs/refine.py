@@ -19,7 +19,7 @@ from bot.generation.types import QueueRefused
 from bot.services import Services
 from bot.store import GenerationRecord
 from bot.store.feedback import DOWN, UP
-from bot.ui.controls import OutputControl
+from bot.ui.controls import Form, OutputControl
 from bot.ui.refine import CannotRefine, neighbour, refinable_reply, refine, view_of
 from bot.ui.respond import NO_MENTIONS, refuse
 
@@ -41,7 +41,7 @@ INSTRUCTION_LIMIT = 300
 GONE = "That output is gone: it was deleted, or its author asked me to forget it."
 
 
-class RemixModal(discord.ui.Modal, title="Remix"):
+class RemixModal(Form, title="Remix"):
     instruction: discord.ui.TextInput[Any] = discord.ui.TextInput(
         custom_id="instruction", label="How should it change?", max_length=INSTRUCTION_LIMIT,
         placeholder="darker · from the dragon's view · as a song",
@@ -57,7 +57,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         )
 
 
-class ReasonModal(discord.ui.Modal, title="What missed the mark?"):
+class ReasonModal(Form, title="What missed the mark?"):
     reason: discord.ui.TextInput[Any] = discord.ui.TextInput(
         custom_id="reason", label="Reason (optional)", style=discord.TextStyle.paragraph,
         required=False, max_length=500, placeholder="too long · off topic · not a haiku",

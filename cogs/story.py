@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 GENRES = ("fantasy", "science fiction", "mystery", "romance", "horror", "literary", "comedy")
 SEGMENT_LIMIT = 2000
+DIRECTION_LIMIT = 300
 
 
 @app_commands.guild_only()
@@ -127,6 +128,12 @@ class Story(commands.GroupCog, group_name="story"):
         length: str = "medium",
     ) -> None:  # fmt: skip
         """Let the bot write the next part of the story."""
+        if direction is not None and len(direction) > DIRECTION_LIMIT:
+            await refuse(
+                interaction, f"Please keep the direction under {DIRECTION_LIMIT} characters."
+            )
+            return
+        direction = " ".join((direction or "").split()) or None
         story = await self._active(interaction)
         if story is None:
             return

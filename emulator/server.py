@@ -325,7 +325,9 @@ class DiscordEmulator:
                 body: dict[str, Any] = {"code": 0, "message": f"emulated {fault.status}"}
                 if fault.status == 429:
                     body |= {"retry_after": fault.retry_after, "global": False}
-                    headers |= {"Retry-After": str(fault.retry_after),
+                    # Discord's 429s come through its proxy (`Via`); without it discord.py
+                    # takes the 429 for a Cloudflare ban and does not retry.
+                    headers |= {"Retry-After": str(fault.retry_after), "Via": "1.1 google",
                                 "X-RateLimit-Scope": "user"}  # fmt: skip
                 return web.Response(
                     body=json.dumps(body).encode(), status=fault.status, headers=headers

@@ -85,7 +85,9 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def open_world(engine: Engine, db_dir: Path, **queue_options: Any) -> AsyncIterator[World]:
+async def open_world(
+    engine: Engine, db_dir: Path, *, busy_timeout_ms: int = 5000, **queue_options: Any
+) -> AsyncIterator[World]:
     """A bot with real services over `engine`, connected to a fresh emulator with one server."""
     emu = await Emulator().start()
     guild = emu.add_guild()
@@ -95,12 +97,16 @@ async def open_world(engine: Engine, db_dir: Path, **queue_options: Any) -> Asyn
     mod = emu.add_member(guild, "mod", permissions=PERM_MANAGE_CHANNELS)
     owner = emu.users[guild.owner_id]
     settings = load_settings(
-        {"DISCORD_TOKEN": emu.token, "SYNC_COMMANDS": "global"}, dotenv_path=None
+        # no rate limit here: scenarios run fast; tests of the limits set their own
+        {"DISCORD_TOKEN": emu.token, "SYNC_COMMANDS": "global", "USER_REQUESTS_PER_MINUTE": "0"},
+        dotenv_path=None,
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(emu.stop)
         stack.enter_context(emu.redirected())
-        store = await stack.enter_async_context(Store.open(db_dir / "llmos.sqlite3"))
+        store = await stack.enter_async_context(
+            Store.open(db_dir / "llmos.sqlite3", busy_timeout_ms=busy_timeout_ms)
+        )
         queue = await stack.enter_async_context(GenerationQueue(engine, **queue_options))
         services = Services.build(settings, store, queue)
         bot = LLMOSBot(services)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
+
+import torch
 
 from bot.generation.engine import Engine, EngineJob
 from bot.generation.types import EngineOutput, GenerationRequest, Message, Prompt
@@ -19,7 +22,9 @@ class ScriptedEngine(Engine):
     """Emits the prompt text back word by word, `delay` seconds per word.
 
     A prompt of "raise" fails that job, "crash" fails the whole call, "hang" blocks until
-    `release` is set (ignoring cancellation, like a stuck kernel).
+    `release` is set (ignoring cancellation, like a stuck kernel). Inside a longer prompt (a
+    command's), the markers "!!raise!!", "!!oom!!" (torch's out-of-memory error for the whole
+    call) and "!!hang!!" do the same.
     """
 
     model_name = "scripted"
@@ -44,23 +49,26 @@ class ScriptedEngine(Engine):
             self.served.append(text)
             if text == "crash":
                 raise RuntimeError("engine exploded")
-            if text == "hang":
+            if "!!oom!!" in text:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if text == "hang" or "!!hang!!" in text:
                 self.release.wait(30)
                 out.append(EngineOutput("", "stop", 1, 0))
                 continue
-            if text == "raise":
+            if text == "raise" or "!!raise!!" in text:
                 out.append(ValueError("bad request"))
                 continue
             self.gate.wait(10)
             sent: list[str] = []
             reason = "stop"
-            for word in text.split():
+            # word by word, keeping the line breaks (a poem stays a poem)
+            for piece in re.findall(r"\s*\S+", text):
                 if job.should_stop():
                     reason = "aborted"
                     self.aborted += 1
                     break
                 time.sleep(self.delay)
-                chunk = word if not sent else " " + word
+                chunk = piece if sent else piece.lstrip()
                 job.emit(chunk)
                 sent.append(chunk)
             out.append(EngineOutput("".join(sent), reason, len(text.split()), len(sent)))  # type: ignore[arg-type]

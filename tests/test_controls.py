@@ -74,7 +74,7 @@ async def answered(world: World, interaction: Interaction) -> None:
 
 async def test_every_output_has_controls_and_regenerate_browses(world: World) -> None:
     emu, store = world.emu, world.services.store
-    message = await poem(world, world.alice, "paper lanterns")
+    message = await poem(world, world.alice, "paper kites")
     first = shown_id(message)
     actions = [cid.split(":")[1] for cid in message.custom_ids]
     assert actions == ["regen", "prev", "pos", "next", "delete", "longer", "shorter", "remix",
@@ -94,7 +94,7 @@ async def test_every_output_has_controls_and_regenerate_browses(world: World) ->
     )
     assert message.component("llmos:pos:")["label"] == "2/2"
     assert message.embeds[0]["footer"]["text"].endswith(f"#{second.id} · 2/2")
-    assert message.embeds[0]["title"] == "Haiku · paper lanterns"
+    assert message.embeds[0]["title"] == "Haiku · paper kites"
 
     await press(world, world.alice, message, "prev")
     await emu.wait_for(lambda: shown_id(message) == first, timeout=10)

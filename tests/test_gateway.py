@@ -31,12 +31,12 @@ async def test_discord_500_on_a_streaming_edit_does_not_lose_the_poem(world: Wor
     emu = world.emu
     emu.inject_fault("PATCH", "/webhooks/", status=500, times=2)
     interaction = await emu.slash(
-        world.alice, world.channel, "poem", topic="lanterns", form="tanka"
+        world.alice, world.channel, "poem", topic="harbour lanterns", form="tanka"
     )
     message = await emu.wait_final(interaction, lambda m: bool(m.embeds), timeout=180)
     assert message.embeds[0]["description"].strip()
     rows = await world.services.store.fetchall(
-        "SELECT output FROM generations WHERE prompt LIKE '%lanterns%'"
+        "SELECT output FROM generations WHERE prompt LIKE '%harbour lanterns%'"
     )
     assert [r["output"] for r in rows] == [message.embeds[0]["description"]]
     emu.faults.clear()

@@ -146,6 +146,7 @@ async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> 
         await emu.react(alice, message, "🔁")
         await emu.wait_for(lambda: message.embeds[0]["footer"]["text"] != footer, timeout=180)
         assert await again.stop() == 0
+        assert TOKEN not in again.log  # a whole run at DEBUG: start, commands, buttons, stop
         first, second = _rows(db)
         assert first[1] == poem
         assert second == (message.id, message.embeds[0]["description"])

@@ -18,7 +18,9 @@ Promises:
 - Model work runs in one dedicated worker thread, never on the event loop. If the engine
   raises, the requests of that call get `EngineFailure` and the worker goes on. If the engine
   hangs past every deadline in its call, those requests fail and a fresh worker thread takes
-  over. If the scheduling loop itself dies, every waiter gets the error rather than hanging.
+  over; so does one that finds its thread pool gone. Running out of memory fails only that
+  call's requests (`OutOfMemory`, with the accelerator's cache emptied). If the scheduling loop
+  itself dies, every waiter gets the error rather than hanging, and a new loop starts.
 - `close()` (or leaving `async with`) ends every waiting and running request with
   `ShuttingDown` and returns once the worker has stopped.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -44,6 +47,7 @@ from bot.generation.types import (
     GenerationRequest,
     GenerationResult,
     GenerationTimeout,
+    OutOfMemory,
     QueueFull,
     ShuttingDown,
     TooManyPending,
@@ -243,6 +247,7 @@ class GenerationQueue:
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self.restarts = 0  # scheduling loops that died and were replaced
         self._call_seconds = 2.0  # moving average of one engine call, for wait estimates
 
     async def __aenter__(self) -> GenerationQueue:
@@ -256,7 +261,7 @@ class GenerationQueue:
         """Start the worker; `async with` does this for you."""
         if self._worker is None:
             self._executor = self._new_executor()
-            self._worker = asyncio.create_task(self._run(), name="generation-queue")
+            self._worker = asyncio.create_task(self._supervise(), name="generation-queue")
 
     def _new_executor(self) -> ThreadPoolExecutor:
         self._threads_started += 1
@@ -362,31 +367,37 @@ class GenerationQueue:
         self._running.discard(handle)
         self._remove_waiting(handle)
 
+    async def _supervise(self) -> None:
+        """Run the scheduling loop; if it dies, fail every waiter and start a new one."""
+        while True:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # a bug in the scheduler: nobody may hang on it
+                log.exception("generation loop died; starting a new one")
+                detail = f"generation loop died: {exc!r}"
+                self._fail_everyone(functools.partial(EngineFailure, detail))
+                self.restarts += 1
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(self.restarts, 6)))  # no hot crash loop
+
     async def _run(self) -> None:
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._waiting and len(self._running) < self.engine.max_batch:
-                    batch = self._take(self.engine.max_batch - len(self._running))
-                    for handle in batch:
-                        handle._start(handle.request.timeout or self.timeout)
-                        self._running.add(handle)
-                    if not self.engine.concurrent:
-                        await self._run_batch(batch)
-                        continue
-                    # A concurrent engine (a remote server, a continuous-batching loop) takes
-                    # new requests while others run: each batch is its own task.
-                    task = asyncio.create_task(self._run_batch(batch))
-                    self._batches.add(task)
-                    task.add_done_callback(self._batch_done)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a bug in the scheduler: nobody may hang on it
-            log.exception("generation loop died")
-            detail = f"generation loop died: {exc!r}"
-            self._fail_everyone(lambda: EngineFailure(detail))
-            raise
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiting and len(self._running) < self.engine.max_batch:
+                batch = self._take(self.engine.max_batch - len(self._running))
+                for handle in batch:
+                    handle._start(handle.request.timeout or self.timeout)
+                    self._running.add(handle)
+                if not self.engine.concurrent:
+                    await self._run_batch(batch)
+                    continue
+                # A concurrent engine (a remote server, a continuous-batching loop) takes
+                # new requests while others run: each batch is its own task.
+                task = asyncio.create_task(self._run_batch(batch))
+                self._batches.add(task)
+                task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._batches.discard(task)
@@ -397,7 +408,12 @@ class GenerationQueue:
         assert self._executor is not None
         loop = asyncio.get_running_loop()
         began = time.monotonic()
-        future = loop.run_in_executor(self._executor, self.engine.generate, batch)
+        try:
+            future = loop.run_in_executor(self._executor, self.engine.generate, batch)
+        except RuntimeError:  # the pool was shut down under us: a fresh worker takes over
+            log.error("generation worker pool was gone; starting a new one")
+            self._executor = self._new_executor()
+            future = loop.run_in_executor(self._executor, self.engine.generate, batch)
         self._inflight = future
         hang_after = max(h._deadline or began for h in batch) - began + self.hang_grace
         try:
@@ -414,8 +430,9 @@ class GenerationQueue:
             return
         except Exception as exc:
             log.exception("engine failed on %d request(s)", len(batch))
+            error = _engine_error(exc)
             for handle in batch:
-                handle._fail(EngineFailure(f"{type(exc).__name__}: {exc}"))
+                handle._fail(error(f"{type(exc).__name__}: {exc}"))
             return
         finally:
             self._running.difference_update(batch)
@@ -427,7 +444,7 @@ class GenerationQueue:
             return
         for handle, output in zip(batch, outputs, strict=True):
             if isinstance(output, BaseException):
-                handle._fail(EngineFailure(f"{type(output).__name__}: {output}"))
+                handle._fail(_engine_error(output)(f"{type(output).__name__}: {output}"))
             else:
                 handle._finish(output, self.engine.model_name)
 
@@ -458,3 +475,14 @@ class GenerationQueue:
                 await asyncio.wait_for(asyncio.shield(self._inflight), 5.0)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _engine_error(exc: BaseException) -> type[EngineFailure]:
+    """The error a failed engine call gives its requests; out-of-memory also frees the cache."""
+    import torch
+
+    if not isinstance(exc, torch.OutOfMemoryError):
+        return EngineFailure
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return OutOfMemory

@@ -152,5 +152,9 @@ class EngineFailure(GenerationError):
     user_message = "The model ran into a problem with that request. Please try again."
 
 
+class OutOfMemory(EngineFailure):
+    user_message = "That was too big for my memory right now. Please try again, perhaps shorter."
+
+
 class ShuttingDown(GenerationError):
     user_message = "I'm restarting right now. Please try again in a moment."

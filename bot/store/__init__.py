@@ -4,6 +4,8 @@ Promises:
 - WAL journal and foreign keys are on; the schema is migrated (or refused) when opened.
 - Each write method is one transaction: it happens whole or not at all. Writers are serialised
   by a lock, so two coroutines never interleave statements inside one transaction.
+- When another process holds the write lock, SQLite waits `busy_timeout_ms`; the transaction
+  then retries a bounded number of times and finally raises `StoreBusy` (with a user message).
 - A new database file is created readable and writable by its owner only.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,7 +28,10 @@ import aiosqlite
 from bot.store import migrator
 from bot.store.migrator import MigrationError, MigrationState
 
-__all__ = ["GenerationRecord", "MigrationError", "NewGeneration", "OutputRecord", "Store"]
+__all__ = [
+    "GenerationRecord", "MigrationError", "NewGeneration", "OutputRecord", "Store", "StoreBusy",
+]  # fmt: skip
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> str:
@@ -95,8 +102,16 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
+class StoreBusy(RuntimeError):
+    """The database stayed locked by another writer through every retry."""
+
+    user_message = "My notebook is busy right now. Please try again in a moment."
+
+
 class Store:
     """Async access to the database. Build it with `Store.open(path)`."""
+
+    BUSY_RETRIES = 3
 
     def __init__(
         self, db: aiosqlite.Connection, path: Path, migrations: list[migrator.Migration]
@@ -116,6 +131,7 @@ class Store:
         *,
         migrate: bool = True,
         migrations_dir: Path = migrator.MIGRATIONS_DIR,
+        busy_timeout_ms: int = 5000,
     ) -> AsyncIterator[Store]:
         """Open (creating if needed) the database at `path`, migrate it, and close it on exit.
 
@@ -128,7 +144,7 @@ class Store:
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             await db.execute("PRAGMA synchronous=NORMAL")
             db.row_factory = aiosqlite.Row
             store = cls(db, path, migrator.discover(migrations_dir))
@@ -151,8 +167,22 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error).
+
+        Raises `StoreBusy` if another process keeps the database locked through every retry.
+        """
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            for attempt in range(self.BUSY_RETRIES + 1):
+                try:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if attempt == self.BUSY_RETRIES:
+                        raise StoreBusy(str(exc)) from exc
+                    log.warning("database busy (%s); retry %d", exc, attempt + 1)
+                    await asyncio.sleep(0.05 * 2**attempt)
             try:
                 yield self._db
             except BaseException:
@@ -257,6 +287,14 @@ class Store:
                 " generations WHERE id = ? AND output_id = ?)",
                 (generation_id, output_id, generation_id, output_id),
             )
+
+    async def generations_since(self, guild_id: int, since: str) -> int:
+        """How many generations a server had since `since` (an ISO time), refinements included."""
+        rows = await self.fetchall(
+            "SELECT COUNT(*) FROM generations WHERE guild_id = ? AND created_at >= ?",
+            (guild_id, since),
+        )
+        return int(rows[0][0])
 
     async def delete_output(self, output_id: int) -> None:
         """Forget an output with all its alternatives and their feedback."""

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 import discord
 
 from bot.prompts.brainstorm import parse_ideas
+from bot.ui.replies import apologise
 
 log = logging.getLogger(__name__)
+
 
 HANDLER_COG = "Refine"
 BRAINSTORM_COG = "Brainstorm"
@@ -83,7 +85,10 @@ class OutputControl(
                 "That button isn't available right now.", ephemeral=True
             )
             return
-        await handler.on_control(interaction, self.action, self.generation_id)
+        try:
+            await handler.on_control(interaction, self.action, self.generation_id)
+        except Exception as error:  # never a traceback on Discord
+            await apologise(interaction, error)
 
 
 class ExpandHandler(Protocol):
@@ -125,7 +130,10 @@ class ExpandIdea(
                 "That menu isn't available right now.", ephemeral=True
             )
             return
-        await handler.expand(interaction, self.generation_id, int(self.item.values[0]))
+        try:
+            await handler.expand(interaction, self.generation_id, int(self.item.values[0]))
+        except Exception as error:
+            await apologise(interaction, error)
 
 
 def output_controls(
@@ -172,3 +180,12 @@ class CancelView(discord.ui.View):
         await interaction.response.defer()  # the answer's own edit says "Cancelled."
         if self.on_cancel is not None:
             self.on_cancel()
+
+
+class Form(discord.ui.Modal):
+    """A modal whose failures are answered politely instead of silently."""
+
+    async def on_error(  # type: ignore[override]  # discord.py's Modal drops the item
+        self, interaction: discord.Interaction, error: Exception, /
+    ) -> None:
+        await apologise(interaction, error)

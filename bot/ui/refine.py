@@ -85,7 +85,8 @@ async def refine(
     """Write a new alternative of `shown`'s output (`kind`: regenerate, longer, shorter,
     remix with `instruction`) and show it in the output's message through `editor`.
 
-    Raises `QueueRefused` (nothing queued) or `CannotRefine` before anything is shown;
+    Raises `QueueRefused` (a limit, or the queue; nothing queued) or `CannotRefine` before
+    anything is shown;
     `queued()` is awaited as soon as the request is in the queue (to acknowledge a button).
     """
     if kind == "regenerate":
@@ -96,6 +97,7 @@ async def refine(
         )
     if task is None or shown.output_id is None:
         raise CannotRefine(shown.id)
+    await services.limits.admit(user_id, guild_id)
     handle = services.queue.submit(GenerationRequest(user_id, task.prompt, task.params))
     if queued is not None:
         try:

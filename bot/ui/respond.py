@@ -7,6 +7,7 @@ streaming, errors and saving look and behave the same everywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
@@ -28,6 +29,9 @@ from bot.generation.types import (
 from bot.services import Services
 from bot.store import NewGeneration
 from bot.ui.controls import CancelView, output_controls
+from bot.ui.replies import NO_MENTIONS, SORRY, apologise, refuse
+
+__all__ = ["NO_MENTIONS", "SORRY", "apologise", "refuse"]  # re-exported for the cogs
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +42,6 @@ STREAM_PREVIEW_CHARS = 1900
 EMBED_COLOUR = discord.Colour(0x7B68EE)
 EMBED_TEXT_LIMIT = 4000  # Discord allows 4096 in a description; room for the note
 ATTACHED_NOTE = "*(The whole text is in the attached file.)*"
-NO_MENTIONS = discord.AllowedMentions.none()
-
-
-async def refuse(interaction: discord.Interaction, text: str) -> None:
-    """A short private answer: a refusal, a permission problem, a bad value."""
-    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
 def split_for_discord(text: str, limit: int = 2000) -> list[str]:
@@ -308,6 +306,8 @@ async def write(
         await fail(error.user_message)
         return None
     if not text.strip():
+        log.info("%s for %s came back empty (%s, %d characters before clean-up)",
+                 task.command, where.user_id, result.finish_reason, len(result.text))  # fmt: skip
         await fail("The model came back with nothing usable. Please try again.")
         return None
     record = NewGeneration(
@@ -405,10 +405,18 @@ async def deliver(
         written.generation_id, position, total, command=task.command, text=written.text
     )
     await pacer.wait()
-    message = await editor(
-        content=None, embed=embed, view=view, attachments=written.files,
-        allowed_mentions=NO_MENTIONS,
-    )  # fmt: skip
+    try:
+        message = await editor(
+            content=None, embed=embed, view=view, attachments=written.files,
+            allowed_mentions=NO_MENTIONS,
+        )  # fmt: skip
+    except discord.HTTPException as exc:
+        # discord.py has already retried 5xx answers and waited out 429s. The answer is saved;
+        # say so where possible (the message may be gone: deleted while it was written).
+        log.warning("could not show generation #%s: %s", written.generation_id, exc)
+        with contextlib.suppress(discord.HTTPException):
+            await fail(f"I wrote it (#{written.generation_id}), but Discord would not show it.")
+        return None
     if output_id is None:
         await services.store.set_output_message(written.output_id, message.id)
         prefs = await services.preferences.for_channel(where.guild_id, where.channel_id)
@@ -441,6 +449,7 @@ async def answer_with_generation(
     """
     request = GenerationRequest(user_id=interaction.user.id, prompt=task.prompt, params=task.params)
     try:
+        await services.limits.admit(interaction.user.id, interaction.guild_id)
         handle = services.queue.submit(request)
     except QueueRefused as refused:
         await refuse(interaction, refused.user_message)
@@ -465,6 +474,7 @@ async def answer_in_channel(
     story's automatic turn): a new message is sent and the answer streams into it."""
     request = GenerationRequest(user_id=user_id, prompt=task.prompt, params=task.params)
     try:
+        await services.limits.admit(user_id, guild_id)
         handle = services.queue.submit(request)
     except QueueRefused as refused:
         await channel.send(refused.user_message, reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]

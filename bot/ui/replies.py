@@ -1,0 +1,38 @@
+"""Short private replies: refusals and apologies. Nothing here ever shows a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+async def refuse(interaction: discord.Interaction, text: str) -> None:
+    """A short private answer: a refusal, a permission problem, a bad value."""
+    await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+SORRY = "Sorry, something went wrong on my side. Please try again."
+
+
+async def apologise(interaction: discord.Interaction, error: BaseException) -> None:
+    """Tell the user, privately and briefly, that their command, button or form failed.
+
+    An error that carries a `user_message` (a busy database, say) is shown as it is; anything
+    else is logged with its traceback and answered with a general apology. Never raises.
+    """
+    text = getattr(error, "user_message", None)
+    if not isinstance(text, str):
+        log.error("interaction failed", exc_info=error)
+        text = SORRY
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        else:
+            await refuse(interaction, text)
+    except discord.HTTPException:
+        log.warning("could not tell the user about the error")
