@@ -66,6 +66,7 @@ async def test_queue_position_moves_and_streaming_edits_are_paced(scripted: Worl
     assert any(v.startswith("✍️ Q: w0") for v in seen), seen  # the text grew in place
     # Discord allows about 5 edits per message in 5 s: one a second, the final edit included
     gaps = [b - a for a, b in itertools.pairwise(third.edit_times)]
+    print(f"\nstreaming: {len(third.edit_times)} edits, gaps {min(gaps):.2f} to {max(gaps):.2f} s")
     assert len(third.edit_times) >= 4 and min(gaps) >= 0.9, gaps
     for i, start in enumerate(third.edit_times):
         assert len([t for t in third.edit_times[i:] if t - start < 5.0]) <= 5

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import discord
 
 from bot.prompts.brainstorm import parse_ideas
-from bot.ui.replies import apologise
+from bot.ui.replies import apologise, refuse
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,20 @@ BUTTONS: dict[str, tuple[str, str | None, int]] = {
 
 def control_id(action: str, generation_id: int) -> str:
     return f"llmos:{action}:{generation_id}"
+
+
+async def run_handler(
+    interaction: discord.Interaction, what: str, call: Callable[[], Awaitable[None]] | None
+) -> None:
+    """Run a component's handler (None: its cog is not loaded); a failure gets an apology,
+    never a traceback on Discord."""
+    if call is None:
+        await refuse(interaction, f"That {what} isn't available right now.")
+        return
+    try:
+        await call()
+    except Exception as error:
+        await apologise(interaction, error)
 
 
 class ControlHandler(Protocol):
@@ -80,15 +94,11 @@ class OutputControl(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         handler: ControlHandler | None = interaction.client.get_cog(HANDLER_COG)  # type: ignore[attr-defined]
-        if handler is None:
-            await interaction.response.send_message(
-                "That button isn't available right now.", ephemeral=True
-            )
-            return
-        try:
-            await handler.on_control(interaction, self.action, self.generation_id)
-        except Exception as error:  # never a traceback on Discord
-            await apologise(interaction, error)
+        await run_handler(
+            interaction, "button",
+            None if handler is None
+            else lambda: handler.on_control(interaction, self.action, self.generation_id),
+        )  # fmt: skip
 
 
 class ExpandHandler(Protocol):
@@ -125,15 +135,12 @@ class ExpandIdea(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         handler: ExpandHandler | None = interaction.client.get_cog(BRAINSTORM_COG)  # type: ignore[attr-defined]
-        if handler is None:
-            await interaction.response.send_message(
-                "That menu isn't available right now.", ephemeral=True
-            )
-            return
-        try:
-            await handler.expand(interaction, self.generation_id, int(self.item.values[0]))
-        except Exception as error:
-            await apologise(interaction, error)
+        index = int(self.item.values[0])
+        await run_handler(
+            interaction, "menu",
+            None if handler is None
+            else lambda: handler.expand(interaction, self.generation_id, index),
+        )  # fmt: skip
 
 
 def output_controls(
