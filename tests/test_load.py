@@ -75,7 +75,8 @@ async def test_bursts_of_requests_all_end_once_fairly(tmp_path: Path) -> None:
                 )
                 interactions.append(interaction)
                 owner[interaction.id] = person.id
-            await asyncio.sleep(1.0)
+            # the next burst comes while this one is still being served (about 16 a second)
+            await asyncio.sleep(max(1.0, USERS * PER_BURST * 0.04))
         await emu.wait_for(lambda: all(outcome(world, i) for i in interactions), timeout=600)
         elapsed = time.monotonic() - began
         stop.set()
