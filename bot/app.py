@@ -9,15 +9,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.services import Services
-from bot.ui.respond import apologise
+from bot.ui.replies import apologise, tell
 
 log = logging.getLogger(__name__)
-
-
-class Refused(Exception):
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
 
 
 EXTENSIONS = (
@@ -79,10 +73,6 @@ class LLMOSBot(commands.Bot):
     ) -> None:
         """Log the traceback; tell the user something short and kind."""
         if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
-            await apologise(interaction, Refused("You don't have permission to do that here."))
+            await tell(interaction, "You don't have permission to do that here.")
             return
-        original = getattr(error, "original", error)
-        log.info(
-            "command %s failed: %r", interaction.command and interaction.command.name, original
-        )
-        await apologise(interaction, original)
+        await apologise(interaction, getattr(error, "original", error))

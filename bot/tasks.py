@@ -188,10 +188,6 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
 def scene_task(settings: Settings, setting: str, characters: str, situation: str | None) -> Task:
     """A short scene in screenplay form."""
     cues = character_cues(characters)
-
-    def finish(answer: str) -> str:
-        return clean_output(answer)
-
     return Task(
         command="scene",
         title=f"Scene · {' '.join(setting.split())[:200]}",
@@ -203,7 +199,7 @@ def scene_task(settings: Settings, setting: str, characters: str, situation: str
             repetition_penalty=1.15,
         ),
         inputs={"setting": setting, "characters": characters, "situation": situation},
-        finish=finish,
+        finish=clean_output,
         accept=lambda scene: has_dialogue(scene, cues),
         retry=lambda _first: scene_prompt(setting, characters, situation),
     )

@@ -19,24 +19,23 @@ from bot.generation.types import QueueRefused
 from bot.services import Services
 from bot.store import GenerationRecord
 from bot.store.feedback import DOWN, UP
-from bot.ui.controls import Form, OutputControl
-from bot.ui.refine import CannotRefine, neighbour, refinable_reply, refine, view_of
-from bot.ui.respond import NO_MENTIONS, refuse
+from bot.ui.controls import REACTIONS, Form, OutputControl
+from bot.ui.refine import (
+    CannotRefine,
+    controls_of,
+    embed_of,
+    refinable_reply,
+    refine,
+)
+from bot.ui.respond import NO_MENTIONS, attachments_for, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
 
 log = logging.getLogger(__name__)
 
-REACTIONS = {
-    "🔁": "regenerate",
-    "➕": "longer",
-    "➖": "shorter",
-    "✅": "keep",
-    "👍": "up",
-    "👎": "down",
-}
 BUTTON_KINDS = {"regen": "regenerate", "longer": "longer", "shorter": "shorter"}
+VOTES = {"up": UP, "down": DOWN}
 INSTRUCTION_LIMIT = 300
 GONE = "That output is gone: it was deleted, or its author asked me to forget it."
 
@@ -52,9 +51,8 @@ class RemixModal(Form, title="Remix"):
         self.cog, self.generation_id = cog, generation_id
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await self.cog.refine_by_button(
-            interaction, self.generation_id, "remix", self.instruction.value
-        )
+        record = await self.cog.services.store.get_generation(self.generation_id)
+        await self.cog.refine_by_button(interaction, record, "remix", self.instruction.value)
 
 
 class ReasonModal(Form, title="What missed the mark?"):
@@ -98,7 +96,7 @@ class Refine(commands.Cog):
             await refuse(interaction, GONE)
             return
         if action in BUTTON_KINDS:
-            await self.refine_by_button(interaction, generation_id, BUTTON_KINDS[action])
+            await self.refine_by_button(interaction, record, BUTTON_KINDS[action])
         elif action == "remix":
             await interaction.response.send_modal(RemixModal(self, generation_id))
         elif action in ("prev", "next"):
@@ -108,16 +106,15 @@ class Refine(commands.Cog):
             await refuse(interaction, "✅ Kept.")
         elif action == "delete":
             await self.delete(interaction, record)
-        elif action in ("up", "down"):
-            await self.vote_by_button(interaction, record, UP if action == "up" else DOWN)
+        elif action in VOTES:
+            await self.vote_by_button(interaction, record, VOTES[action])
         else:
             await refuse(interaction, "That button does nothing.")
 
     async def refine_by_button(
-        self, interaction: discord.Interaction, generation_id: int, kind: str,
+        self, interaction: discord.Interaction, record: GenerationRecord | None, kind: str,
         instruction: str = "",
     ) -> None:  # fmt: skip
-        record = await self.services.store.get_generation(generation_id)
         if record is None or interaction.message is None:
             await refuse(interaction, GONE)
             return
@@ -138,13 +135,19 @@ class Refine(commands.Cog):
     async def browse(
         self, interaction: discord.Interaction, record: GenerationRecord, step: int
     ) -> None:
-        target = await neighbour(self.services, record, step)
-        if target is None:
+        alternatives = await self.services.store.alternatives(record.output_id or 0)
+        ids = [a.id for a in alternatives]
+        index = ids.index(record.id) + step if record.id in ids else -1
+        if not 0 <= index < len(alternatives):
             await refuse(interaction, "There's no other version that way.")
             return
-        fields, _position = await view_of(self.services, target)
+        target = alternatives[index]
         await self.services.store.choose(target.output_id or 0, target.id)
-        await interaction.response.edit_message(**fields, allowed_mentions=NO_MENTIONS)
+        await interaction.response.edit_message(
+            content=None, embed=embed_of(target, index + 1, len(alternatives)),
+            view=controls_of(target, index + 1, len(alternatives)),
+            attachments=attachments_for(target.output, target.id), allowed_mentions=NO_MENTIONS,
+        )  # fmt: skip
 
     async def keep(self, record: GenerationRecord, user_id: int) -> None:
         """Keep `record`: chosen for its output, and the story's text if it is a story part."""
@@ -204,10 +207,8 @@ class Refine(commands.Cog):
         if reacted is None:
             return
         action, record = reacted
-        if action in ("up", "down"):
-            await self.services.feedback.vote(
-                record.id, event.user_id, UP if action == "up" else DOWN
-            )
+        if action in VOTES:
+            await self.services.feedback.vote(record.id, event.user_id, VOTES[action])
         elif action == "keep":
             await self.keep(record, event.user_id)
         else:
@@ -220,9 +221,9 @@ class Refine(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, event: discord.RawReactionActionEvent) -> None:
         reacted = await self._reacted_output(event)
-        if reacted is not None and reacted[0] in ("up", "down"):
-            value = UP if reacted[0] == "up" else DOWN
-            await self.services.feedback.unvote(reacted[1].output_id or 0, event.user_id, value)
+        if reacted is not None and reacted[0] in VOTES:
+            action, record = reacted
+            await self.services.feedback.unvote(record.output_id or 0, event.user_id, VOTES[action])
 
     async def _refine_quietly(
         self, record: GenerationRecord, kind: str, editor: Any, user_id: int,

@@ -15,6 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aiosqlite
+
 from bot.store import Store, utcnow
 
 UP, DOWN = 1, -1
@@ -72,16 +74,7 @@ class Feedback:
                 (generation_id, user_id),
             ) as cur:
                 row = await cur.fetchone()
-            await db.execute(
-                "DELETE FROM feedback WHERE kind = 'vote' AND user_id = ? AND output_id ="
-                " (SELECT output_id FROM generations WHERE id = ?)",
-                (user_id, generation_id),
-            )
-            await db.execute(
-                "INSERT INTO feedback (generation_id, output_id, user_id, kind, value, created_at)"
-                " SELECT id, output_id, ?, 'vote', ?, ? FROM generations WHERE id = ?",
-                (user_id, str(value), utcnow(), generation_id),
-            )
+            await _one_per_output(db, generation_id, user_id, "vote", str(value))
         return int(row[0]) if row else None
 
     async def unvote(self, output_id: int, user_id: int, value: int | None = None) -> bool:
@@ -104,31 +97,17 @@ class Feedback:
 
     async def reason(self, generation_id: int, user_id: int, text: str) -> None:
         """Why `user_id` voted down `generation_id` (replacing an earlier reason)."""
-        await self._put(generation_id, user_id, "reason", text)
+        async with self.store.transaction() as db:
+            await db.execute(_UPSERT, (user_id, "reason", text, utcnow(), generation_id))
 
     async def keep(self, generation_id: int, user_id: int) -> None:
         """`user_id` keeps this alternative: it becomes the output's chosen one."""
         async with self.store.transaction() as db:
-            await db.execute(
-                "DELETE FROM feedback WHERE kind = 'keep' AND user_id = ? AND output_id ="
-                " (SELECT output_id FROM generations WHERE id = ?)",
-                (user_id, generation_id),
-            )
+            await _one_per_output(db, generation_id, user_id, "keep", "1")
             await db.execute(
                 "UPDATE outputs SET chosen_id = ? WHERE id ="
                 " (SELECT output_id FROM generations WHERE id = ?)",
                 (generation_id, generation_id),
-            )
-        await self._put(generation_id, user_id, "keep", "1")
-
-    async def _put(self, generation_id: int, user_id: int, kind: str, value: str) -> None:
-        async with self.store.transaction() as db:
-            await db.execute(
-                "INSERT INTO feedback (generation_id, output_id, user_id, kind, value, created_at)"
-                " SELECT id, output_id, ?, ?, ?, ? FROM generations WHERE id = ?"
-                " ON CONFLICT (generation_id, user_id, kind) DO UPDATE SET value = excluded.value,"
-                " created_at = excluded.created_at",
-                (user_id, kind, value, utcnow(), generation_id),
             )
 
     async def feedback_of(self, generation_id: int) -> list[dict[str, Any]]:
@@ -248,6 +227,28 @@ class Feedback:
                 "UPDATE settings SET updated_by = NULL WHERE updated_by = ?", (user_id,)
             )
         return Forgotten(votes.rowcount, generations.rowcount, parts.rowcount)
+
+
+# One row per person, generation and kind; a second one replaces the first.
+_UPSERT = (
+    "INSERT INTO feedback (generation_id, output_id, user_id, kind, value, created_at)"
+    " SELECT id, output_id, ?, ?, ?, ? FROM generations WHERE id = ?"
+    " ON CONFLICT (generation_id, user_id, kind) DO UPDATE SET value = excluded.value,"
+    " created_at = excluded.created_at"
+)
+
+
+async def _one_per_output(
+    db: aiosqlite.Connection, generation_id: int, user_id: int, kind: str, value: str
+) -> None:
+    """Set the person's one row of `kind` on the output that shows `generation_id`; an earlier
+    one on any version of that output goes (inside the caller's transaction)."""
+    await db.execute(
+        "DELETE FROM feedback WHERE kind = ? AND user_id = ? AND output_id ="
+        " (SELECT output_id FROM generations WHERE id = ?)",
+        (kind, user_id, generation_id),
+    )
+    await db.execute(_UPSERT, (user_id, kind, value, utcnow(), generation_id))
 
 
 def conversation(prompt: Any) -> list[dict[str, str]] | None:

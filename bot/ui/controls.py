@@ -38,6 +38,12 @@ BUTTONS: dict[str, tuple[str, str | None, int]] = {
 }
 
 
+# The same controls as reactions (on any output, old ones too): emoji -> action.
+REACTIONS = {
+    "🔁": "regenerate", "➕": "longer", "➖": "shorter", "✅": "keep", "👍": "up", "👎": "down",
+}  # fmt: skip
+
+
 def control_id(action: str, generation_id: int) -> str:
     return f"llmos:{action}:{generation_id}"
 

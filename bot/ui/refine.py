@@ -14,9 +14,7 @@ from bot.services import Services
 from bot.store import GenerationRecord
 from bot.tasks import refine_task, stored_task
 from bot.ui.controls import output_controls
-from bot.ui.respond import Answered, Editor, Where, attachments_for, deliver, render_embed
-
-KINDS = ("regenerate", "longer", "shorter", "remix")
+from bot.ui.respond import Answered, Editor, Where, deliver, render_embed
 
 
 class CannotRefine(Exception):
@@ -47,34 +45,15 @@ def embed_of(record: GenerationRecord, position: int, total: int) -> discord.Emb
     )  # fmt: skip
 
 
-async def view_of(services: Services, record: GenerationRecord) -> tuple[dict[str, Any], int]:
-    """What a message shows for `record`: the edit fields, and its position among the
-    output's alternatives."""
-    alternatives = await services.store.alternatives(record.output_id or 0)
+def position_of(record: GenerationRecord, alternatives: list[GenerationRecord]) -> int:
+    """`record`'s 1-based place among its output's alternatives (the last if it is gone)."""
     ids = [a.id for a in alternatives]
-    position = ids.index(record.id) + 1 if record.id in ids else len(ids)
-    total = max(len(ids), 1)
-    fields = {
-        "content": None,
-        "embed": embed_of(record, position, total),
-        "view": output_controls(
-            record.id, position, total, command=record.command, text=record.output
-        ),
-        "attachments": attachments_for(record.output, record.id),
-    }
-    return fields, position
+    return ids.index(record.id) + 1 if record.id in ids else len(ids)
 
 
-async def neighbour(
-    services: Services, record: GenerationRecord, step: int
-) -> GenerationRecord | None:
-    """The alternative `step` places from `record` (None past either end)."""
-    alternatives = await services.store.alternatives(record.output_id or 0)
-    ids = [a.id for a in alternatives]
-    if record.id not in ids:
-        return None
-    index = ids.index(record.id) + step
-    return alternatives[index] if 0 <= index < len(alternatives) else None
+def controls_of(record: GenerationRecord, position: int, total: int) -> discord.ui.View:
+    """The buttons under `record` shown as `position`/`total`."""
+    return output_controls(record.id, position, total, command=record.command, text=record.output)
 
 
 async def refine(
@@ -86,8 +65,8 @@ async def refine(
     remix with `instruction`) and show it in the output's message through `editor`.
 
     Raises `QueueRefused` (a limit, or the queue; nothing queued) or `CannotRefine` before
-    anything is shown;
-    `queued()` is awaited as soon as the request is in the queue (to acknowledge a button).
+    anything is shown. `queued()` is awaited as soon as the request is in the queue (to
+    acknowledge a button).
     """
     if kind == "regenerate":
         task = stored_task(shown, services.settings)
@@ -105,10 +84,11 @@ async def refine(
         except BaseException:
             handle.cancel()  # nobody will see the answer
             raise
-    restore, _position = await view_of(services, shown)
+    alternatives = await services.store.alternatives(shown.output_id)
+    restore = controls_of(shown, position_of(shown, alternatives), len(alternatives))
     return await deliver(
         services, task, handle, Where(user_id, channel_id, guild_id), editor,
-        restore=restore["view"], output_id=shown.output_id, refines_id=shown.id,
+        restore=restore, output_id=shown.output_id, refines_id=shown.id,
         refine_kind=kind,
     )  # fmt: skip
 

@@ -26,9 +26,16 @@ async def apologise(interaction: discord.Interaction, error: BaseException) -> N
     else is logged with its traceback and answered with a general apology. Never raises.
     """
     text = getattr(error, "user_message", None)
-    if not isinstance(text, str):
+    if isinstance(text, str):
+        log.info("interaction refused: %r", error)
+    else:
         log.error("interaction failed", exc_info=error)
         text = SORRY
+    await tell(interaction, text)
+
+
+async def tell(interaction: discord.Interaction, text: str) -> None:
+    """A private answer whether or not the interaction was answered already. Never raises."""
     try:
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -28,7 +28,7 @@ from bot.generation.types import (
 )
 from bot.services import Services
 from bot.store import NewGeneration
-from bot.ui.controls import CancelView, output_controls
+from bot.ui.controls import REACTIONS, CancelView, output_controls
 from bot.ui.replies import NO_MENTIONS, SORRY, apologise, refuse
 
 __all__ = ["NO_MENTIONS", "SORRY", "apologise", "refuse"]  # re-exported for the cogs
@@ -341,7 +341,6 @@ async def write(
 
 # Edits one Discord message: `content`, `embed`, `view`, `attachments` as in `Message.edit`.
 Editor = Callable[..., Awaitable[Any]]
-REACTIONS = ("🔁", "➕", "➖", "✅", "👍", "👎")
 
 
 async def deliver(
