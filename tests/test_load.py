@@ -82,6 +82,17 @@ async def test_bursts_of_requests_all_end_once_fairly(tmp_path: Path) -> None:
         stop.set()
         await ticker
         rss_after = process.memory_info().rss
+        # The bot records a message id just after Discord accepts the final edit: let the
+        # last few land before counting rows per message.
+        answered = sum(outcome(world, i) == "answer" for i in interactions)
+        store = world.services.store
+        for _ in range(100):
+            recorded = await store.fetchall(
+                "SELECT COUNT(*) FROM outputs WHERE message_id IS NOT NULL"
+            )
+            if recorded[0][0] >= answered:
+                break
+            await asyncio.sleep(0.05)
 
         outcomes = Counter(outcome(world, i) for i in interactions)
         said = Counter(
