@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run playground test stress bench lint format db-status db-upgrade clean
+.PHONY: run playground test stress bench eval lint format db-status db-upgrade clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ stress: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m bot.bench
+	$(PY) -m tools.bench
+
+# What the model writes, by form and command, on the configured model (a few minutes on a CPU).
+eval: $(STAMP)
+	$(PY) -m tools.eval
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

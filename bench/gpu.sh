@@ -26,7 +26,7 @@ export DEVICE=cuda MODEL_CACHE_DIR=${MODEL_CACHE_DIR:-data/models}
 export DTYPE=${DTYPE:-bfloat16}
 
 echo "== embedded SmolLM2-135M =="
-$PY -m bot.bench --concurrency 8,32,64 --max-new-tokens 128 --max-batch 64 \
+$PY -m tools.bench --concurrency 8,32,64 --max-new-tokens 128 --max-batch 64 \
     --engines batched,continuous --memory-fraction 0.3 --out bench/results
 
 echo "== a 1.7B-sized Llama built from a config (random weights) =="
@@ -47,5 +47,5 @@ with torch.device("cuda"):
 model.save_pretrained(sys.argv[1]); tok.save_pretrained(sys.argv[1])
 PYEOF
 fi
-$PY -m bot.bench --model "$BIG" --concurrency 8,32,64 --max-new-tokens 128 --max-batch 64 \
+$PY -m tools.bench --model "$BIG" --concurrency 8,32,64 --max-new-tokens 128 --max-batch 64 \
     --engines batched,continuous --memory-fraction 0.3 --out bench/results/big

@@ -27,9 +27,13 @@ class Limits:
     """Admits or refuses a person's new request. One instance for the whole bot."""
 
     def __init__(
-        self, store: Store, *, per_minute: int = 10, daily_budget: int = 0,
+        self,
+        store: Store,
+        *,
+        per_minute: int = 10,
+        daily_budget: int = 0,
         clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.store = store
         self.per_minute = per_minute  # 0: no limit
         self.daily_budget = daily_budget  # 0: no budget

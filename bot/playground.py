@@ -52,15 +52,21 @@ def typed_options(command: dict[str, Any], sub: list[str], raw: dict[str, str]) 
     for name, text in raw.items():
         spec = declared.get(name)
         if spec is None:
-            raise ValueError(f"/{command['name']} has no option {name!r}; it has: "
-                             f"{', '.join(declared) or 'none'}")  # fmt: skip
+            raise ValueError(
+                f"/{command['name']} has no option {name!r}; it has: "
+                f"{', '.join(declared) or 'none'}"
+            )
         for choice in spec.get("choices", []):
             if text.lower() in (str(choice["value"]).lower(), choice["name"].lower()):
                 text = choice["value"]
         kind = spec["type"]
-        typed[name] = int(text) if kind == 4 else float(text) if kind == 10 else (
-            text.lower() in ("true", "yes", "1") if kind == 5 else text
-        )  # fmt: skip
+        typed[name] = (
+            int(text)
+            if kind == 4
+            else float(text)
+            if kind == 10
+            else (text.lower() in ("true", "yes", "1") if kind == 5 else text)
+        )
     return typed
 
 
@@ -126,9 +132,11 @@ async def run_playground(
     emu.redirect_discord()
     transcript = Transcript(out)
     settings = replace(
-        settings, discord_token=emu.token, sync_commands="global",
+        settings,
+        discord_token=emu.token,
+        sync_commands="global",
         database_path=settings.database_path.with_name("playground.sqlite3"),
-    )  # fmt: skip
+    )
     print(f"Loading {settings.model} (the first time converts it, about 20 s)…", file=out)
     try:
         async with open_services(settings) as services:
@@ -151,8 +159,9 @@ async def run_playground(
     return 0
 
 
-async def _repl(emu: Any, channel: Any, you: Any, transcript: Transcript, stdin: TextIO,
-                out: TextIO) -> None:  # fmt: skip
+async def _repl(
+    emu: Any, channel: Any, you: Any, transcript: Transcript, stdin: TextIO, out: TextIO
+) -> None:
     loop = asyncio.get_running_loop()
     say: Callable[[str], None] = lambda text: print(text, file=out, flush=True)  # noqa: E731
     while True:

@@ -40,10 +40,13 @@ class ChannelPreferences:
         """Sampling parameters for this channel, capped at `max_new_tokens` if given."""
         length = self.max_length if max_new_tokens is None else min(self.max_length, max_new_tokens)
         return SamplingParams(
-            max_new_tokens=length, method=self.decoding,  # type: ignore[arg-type]
-            temperature=self.temperature, top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty, num_beams=self.beams,
-        )  # fmt: skip
+            max_new_tokens=length,
+            method=self.decoding,  # type: ignore[arg-type]
+            temperature=self.temperature,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            num_beams=self.beams,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,22 +105,35 @@ KEYS: dict[str, Key] = {
     k.name: k
     for k in (
         Key("mode", "what mentions and replies do: " + ", ".join(MODES), _choice("mode", MODES)),
-        Key("persona", "house style or persona (a system prompt), up to 500 characters",
-            _text("persona", 500)),
+        Key(
+            "persona",
+            "house style or persona (a system prompt), up to 500 characters",
+            _text("persona", 500),
+        ),
         Key("temperature", "creativity, 0.1 to 1.5", _number("temperature", float, 0.1, 1.5)),
         Key("top_p", "nucleus sampling, 0.1 to 1.0", _number("top_p", float, 0.1, 1.0)),
-        Key("max_length", "longest answer in tokens, 16 to 1000",
-            _number("max_length", int, 16, 1000)),
+        Key(
+            "max_length",
+            "longest answer in tokens, 16 to 1000",
+            _number("max_length", int, 16, 1000),
+        ),
         Key("decoding", "sampling, greedy or beam", _choice("decoding", DECODING)),
         Key("beams", "beams for beam search, 2 to 8", _number("beams", int, 2, 8)),
-        Key("repetition_penalty", "1.0 (off) to 2.0",
-            _number("repetition_penalty", float, 1.0, 2.0)),
-        Key("story_auto_turn", "the bot continues a story after every N messages; 0 is off",
-            _number("story_auto_turn", int, 0, 20)),
-        Key("reactions", "on: the bot adds its reaction controls under each output",
-            _switch("reactions")),
+        Key(
+            "repetition_penalty", "1.0 (off) to 2.0", _number("repetition_penalty", float, 1.0, 2.0)
+        ),
+        Key(
+            "story_auto_turn",
+            "the bot continues a story after every N messages; 0 is off",
+            _number("story_auto_turn", int, 0, 20),
+        ),
+        Key(
+            "reactions",
+            "on: the bot adds its reaction controls under each output",
+            _switch("reactions"),
+        ),
     )
-}  # fmt: skip
+}
 
 
 def _coerce(key: str, value: Any) -> Any:

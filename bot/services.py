@@ -32,9 +32,10 @@ class Services:
     def build(cls, settings: Settings, store: Store, queue: GenerationQueue) -> Services:
         """The services over one open store and a running queue."""
         limits = Limits(
-            store, per_minute=settings.user_requests_per_minute,
+            store,
+            per_minute=settings.user_requests_per_minute,
             daily_budget=settings.server_daily_budget,
-        )  # fmt: skip
+        )
         return cls(
             settings, store, queue, Preferences(store), Stories(store), Feedback(store), limits
         )
@@ -46,7 +47,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
     Raises `MigrationError` or `ModelLoadError` (with a message for the admin) before yielding.
     """
-    from bot.generation import build_engine
+    from bot.generation.factory import build_engine
 
     async with Store.open(settings.database_path) as store:
         log.info("Database ready at %s", settings.database_path)

@@ -10,9 +10,10 @@ from discord.ext import commands
 
 from bot.prompts.brainstorm import KINDS, parse_ideas
 from bot.services import Services
-from bot.tasks import brainstorm_task, expand_task
-from bot.ui.controls import ExpandIdea
-from bot.ui.respond import answer_with_generation, refuse
+from bot.ui.controls import handle_expand_menu
+from bot.ui.deliver import answer_with_generation
+from bot.ui.replies import refuse
+from bot.writing.tasks import brainstorm_task, expand_task
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -28,10 +29,10 @@ class Brainstorm(commands.Cog):
         self.services = services
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(ExpandIdea)
+        handle_expand_menu(self.bot, self)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ExpandIdea)
+        handle_expand_menu(self.bot, None)
 
     @app_commands.command(name="brainstorm")
     @app_commands.describe(
@@ -39,9 +40,12 @@ class Brainstorm(commands.Cog):
     )
     @app_commands.choices(kind=[app_commands.Choice(name=k, value=k) for k in KINDS])
     async def brainstorm(
-        self, interaction: discord.Interaction, topic: str,
-        count: app_commands.Range[int, 3, 10] = 5, kind: str = "anything",
-    ) -> None:  # fmt: skip
+        self,
+        interaction: discord.Interaction,
+        topic: str,
+        count: app_commands.Range[int, 3, 10] = 5,
+        kind: str = "anything",
+    ) -> None:
         """Brainstorm a numbered list of ideas; pick one to expand it."""
         if not topic.strip() or len(topic) > TOPIC_LIMIT:
             await refuse(interaction, f"Please give a topic of 1 to {TOPIC_LIMIT} characters.")

@@ -10,9 +10,11 @@ import discord
 from discord.ext import commands
 
 from bot.services import Services
-from bot.tasks import brainstorm_task, chat_task, critique_task
-from bot.ui.refine import refinable_reply
-from bot.ui.respond import NO_MENTIONS, answer_in_channel
+from bot.ui.deliver import answer_in_channel
+from bot.ui.replies import NO_MENTIONS
+from bot.writing.refine import replied_to
+from bot.writing.run import Where
+from bot.writing.tasks import brainstorm_task, chat_task, critique_task
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -44,7 +46,7 @@ class Chat(commands.Cog):
         if message.author.bot or message.guild is None or me is None:
             return
         replied = await self._replied_to(message)
-        if replied is not None and await refinable_reply(self.services, message) is not None:
+        if replied is not None and await replied_to(self.services.store, replied.id) is not None:
             return  # a refinement instruction: the refine cog rewrites that output
         to_me = me in message.mentions or (replied is not None and replied.author.id == me.id)
         if not to_me:
@@ -77,10 +79,8 @@ class Chat(commands.Cog):
             task = critique_task(settings, target[:4000], "overall", "balanced")
         else:
             task = chat_task(settings, text, prefs.persona, earlier, prefs.sampling(160))
-        await answer_in_channel(
-            message.channel, self.services, task, user_id=message.author.id,
-            guild_id=message.guild.id, channel_id=message.channel.id, reference=message,
-        )  # fmt: skip
+        where = Where(message.author.id, message.channel.id, message.guild.id)
+        await answer_in_channel(message.channel, self.services, task, where, reference=message)
 
 
 async def setup(bot: LLMOSBot) -> None:

@@ -10,8 +10,9 @@ from discord.ext import commands
 
 from bot.prompts.critique import FOCUS, TONES
 from bot.services import Services
-from bot.tasks import critique_task, scene_task
-from bot.ui.respond import answer_with_generation, refuse
+from bot.ui.deliver import answer_with_generation
+from bot.ui.replies import refuse
+from bot.writing.tasks import critique_task, scene_task
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -56,14 +57,19 @@ class Critique(commands.Cog):
         tone=[app_commands.Choice(name=t, value=t) for t in TONES],
     )
     async def critique(
-        self, interaction: discord.Interaction, text: str, focus: str = "overall",
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        focus: str = "overall",
         tone: str = "balanced",
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Get strengths, suggestions and line notes on a piece of writing."""
         await self._critique(
-            interaction, text, focus if focus in FOCUS else "overall",
+            interaction,
+            text,
+            focus if focus in FOCUS else "overall",
             tone if tone in TONES else "balanced",
-        )  # fmt: skip
+        )
 
     async def critique_message(
         self, interaction: discord.Interaction, message: discord.Message
@@ -83,13 +89,17 @@ class Critique(commands.Cog):
 
     @app_commands.command(name="scene")
     @app_commands.describe(
-        setting="Where it happens", characters="Who is in it (comma-separated)",
+        setting="Where it happens",
+        characters="Who is in it (comma-separated)",
         situation="What is going on (optional)",
-    )  # fmt: skip
+    )
     async def scene(
-        self, interaction: discord.Interaction, setting: str, characters: str,
+        self,
+        interaction: discord.Interaction,
+        setting: str,
+        characters: str,
         situation: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Write a short scene in screenplay form."""
         fields = [setting, characters, situation or ""]
         if not setting.strip() or not characters.strip():

@@ -14,7 +14,8 @@ from discord.ext import commands
 from bot.services import Services
 from bot.store.feedback import Tally
 from bot.ui.charts import feedback_chart
-from bot.ui.respond import EMBED_COLOUR, NO_MENTIONS, refuse
+from bot.ui.render import EMBED_COLOUR
+from bot.ui.replies import NO_MENTIONS, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -62,9 +63,10 @@ class Feedback(commands.GroupCog, group_name="feedback"):
         png = await asyncio.to_thread(feedback_chart, stats, f"Feedback in {scope}")
         embed.set_image(url="attachment://feedback.png")
         await interaction.response.send_message(
-            embed=embed, file=discord.File(io.BytesIO(png), filename="feedback.png"),
+            embed=embed,
+            file=discord.File(io.BytesIO(png), filename="feedback.png"),
             allowed_mentions=NO_MENTIONS,
-        )  # fmt: skip
+        )
 
     @app_commands.command(name="export")
     @app_commands.default_permissions(manage_guild=True)
@@ -81,8 +83,9 @@ class Feedback(commands.GroupCog, group_name="feedback"):
         await interaction.response.send_message(
             f"{len(pairs)} preference pairs (prompt, chosen, rejected) and {len(sft)} kept "
             "outputs, in the conversational format TRL's DPO and SFT trainers read.",
-            files=files, ephemeral=True,
-        )  # fmt: skip
+            files=files,
+            ephemeral=True,
+        )
 
 
 async def setup(bot: LLMOSBot) -> None:

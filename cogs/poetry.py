@@ -10,8 +10,9 @@ from discord.ext import commands
 
 from bot.prompts import FORMS
 from bot.services import Services
-from bot.tasks import poem_task
-from bot.ui.respond import answer_with_generation, refuse
+from bot.ui.deliver import answer_with_generation
+from bot.ui.replies import refuse
+from bot.writing.tasks import poem_task
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -38,16 +39,20 @@ class Poetry(commands.Cog):
 
     @app_commands.command(name="poem")
     @app_commands.describe(
-        topic="What the poem is about", form="The poem's form",
+        topic="What the poem is about",
+        form="The poem's form",
         style='A style or mood, e.g. "in the manner of Romantic odes" or "playful"',
-    )  # fmt: skip
+    )
     @app_commands.choices(
         form=[app_commands.Choice(name=f.label, value=f.key) for f in FORMS.values()]
     )
     async def poem(
-        self, interaction: discord.Interaction, topic: str, form: str = "free_verse",
+        self,
+        interaction: discord.Interaction,
+        topic: str,
+        form: str = "free_verse",
         style: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Write a poem about a topic, in the form you choose."""
         if not topic.strip():
             await refuse(interaction, "Please give the poem a topic.")

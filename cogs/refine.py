@@ -19,15 +19,13 @@ from bot.generation.types import QueueRefused
 from bot.services import Services
 from bot.store import GenerationRecord
 from bot.store.feedback import DOWN, UP
-from bot.ui.controls import REACTIONS, Form, OutputControl
-from bot.ui.refine import (
-    CannotRefine,
-    controls_of,
-    embed_of,
-    refinable_reply,
-    refine,
-)
-from bot.ui.respond import NO_MENTIONS, attachments_for, refuse
+from bot.ui.controls import REACTIONS, Form, controls_for, handle_output_controls
+from bot.ui.deliver import Editor, deliver_refinement
+from bot.ui.render import attachments_for, stored_embed
+from bot.ui.replies import NO_MENTIONS, refuse
+from bot.writing import refine
+from bot.writing.refine import CannotRefine
+from bot.writing.run import Where
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -42,9 +40,11 @@ GONE = "That output is gone: it was deleted, or its author asked me to forget it
 
 class RemixModal(Form, title="Remix"):
     instruction: discord.ui.TextInput[Any] = discord.ui.TextInput(
-        custom_id="instruction", label="How should it change?", max_length=INSTRUCTION_LIMIT,
+        custom_id="instruction",
+        label="How should it change?",
+        max_length=INSTRUCTION_LIMIT,
         placeholder="darker · from the dragon's view · as a song",
-    )  # fmt: skip
+    )
 
     def __init__(self, cog: Refine, generation_id: int) -> None:
         super().__init__(custom_id=f"llmos:remix-modal:{generation_id}")
@@ -57,9 +57,13 @@ class RemixModal(Form, title="Remix"):
 
 class ReasonModal(Form, title="What missed the mark?"):
     reason: discord.ui.TextInput[Any] = discord.ui.TextInput(
-        custom_id="reason", label="Reason (optional)", style=discord.TextStyle.paragraph,
-        required=False, max_length=500, placeholder="too long · off topic · not a haiku",
-    )  # fmt: skip
+        custom_id="reason",
+        label="Reason (optional)",
+        style=discord.TextStyle.paragraph,
+        required=False,
+        max_length=500,
+        placeholder="too long · off topic · not a haiku",
+    )
 
     def __init__(self, cog: Refine, generation_id: int) -> None:
         super().__init__(custom_id=f"llmos:reason-modal:{generation_id}")
@@ -80,10 +84,10 @@ class Refine(commands.Cog):
         self.services = services
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(OutputControl)
+        handle_output_controls(self.bot, self)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(OutputControl)
+        handle_output_controls(self.bot, None)
 
     # -- buttons --------------------------------------------------------------------------------
 
@@ -112,25 +116,31 @@ class Refine(commands.Cog):
             await refuse(interaction, "That button does nothing.")
 
     async def refine_by_button(
-        self, interaction: discord.Interaction, record: GenerationRecord | None, kind: str,
+        self,
+        interaction: discord.Interaction,
+        record: GenerationRecord | None,
+        kind: str,
         instruction: str = "",
-    ) -> None:  # fmt: skip
+    ) -> None:
         if record is None or interaction.message is None:
             await refuse(interaction, GONE)
             return
         if kind == "remix" and not instruction.strip():
             await refuse(interaction, "Please say how it should change.")
             return
+        where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
         try:
-            # acknowledged once the request is queued, so that a refusal can stay private
-            await refine(
-                self.services, record, kind, interaction.message.edit,
-                user_id=interaction.user.id, guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id or 0, instruction=instruction,
-                queued=interaction.response.defer,
-            )  # fmt: skip
+            refinement = await refine.start(self.services, record, kind, where, instruction)
         except (QueueRefused, CannotRefine) as refused:
             await refuse(interaction, refused.user_message)
+            return
+        # acknowledged once the request is queued, so that a refusal could stay private
+        try:
+            await interaction.response.defer()
+        except BaseException:
+            refinement.handle.cancel()  # nobody will see the answer
+            raise
+        await deliver_refinement(self.services, refinement, interaction.message.edit)
 
     async def browse(
         self, interaction: discord.Interaction, record: GenerationRecord, step: int
@@ -144,10 +154,12 @@ class Refine(commands.Cog):
         target = alternatives[index]
         await self.services.store.choose(target.output_id or 0, target.id)
         await interaction.response.edit_message(
-            content=None, embed=embed_of(target, index + 1, len(alternatives)),
-            view=controls_of(target, index + 1, len(alternatives)),
-            attachments=attachments_for(target.output, target.id), allowed_mentions=NO_MENTIONS,
-        )  # fmt: skip
+            content=None,
+            embed=stored_embed(target, index + 1, len(alternatives)),
+            view=controls_for(target, index + 1, len(alternatives)),
+            attachments=attachments_for(target.output, target.id),
+            allowed_mentions=NO_MENTIONS,
+        )
 
     async def keep(self, record: GenerationRecord, user_id: int) -> None:
         """Keep `record`: chosen for its output, and the story's text if it is a story part."""
@@ -215,8 +227,8 @@ class Refine(commands.Cog):
             message = self.bot.get_partial_messageable(event.channel_id).get_partial_message(
                 event.message_id
             )
-            await self._refine_quietly(record, action, message.edit, event.user_id,
-                                       event.guild_id, event.channel_id)  # fmt: skip
+            where = Where(event.user_id, event.channel_id, event.guild_id)
+            await self._refine_quietly(record, action, message.edit, where)
 
     @commands.Cog.listener()
     async def on_raw_reaction_remove(self, event: discord.RawReactionActionEvent) -> None:
@@ -226,17 +238,20 @@ class Refine(commands.Cog):
             await self.services.feedback.unvote(record.output_id or 0, event.user_id, VOTES[action])
 
     async def _refine_quietly(
-        self, record: GenerationRecord, kind: str, editor: Any, user_id: int,
-        guild_id: int | None, channel_id: int, instruction: str = "",
-    ) -> None:  # fmt: skip
+        self,
+        record: GenerationRecord,
+        kind: str,
+        editor: Editor,
+        where: Where,
+        instruction: str = "",
+    ) -> None:
         """A refinement with no interaction to answer privately: a refusal is only logged."""
         try:
-            await refine(
-                self.services, record, kind, editor, user_id=user_id, guild_id=guild_id,
-                channel_id=channel_id, instruction=instruction,
-            )  # fmt: skip
+            refinement = await refine.start(self.services, record, kind, where, instruction)
         except (QueueRefused, CannotRefine) as refused:
-            log.info("%s of %s refused for %s: %r", kind, record.id, user_id, refused)
+            log.info("%s of %s refused for %s: %r", kind, record.id, where.user_id, refused)
+            return
+        await deliver_refinement(self.services, refinement, editor)
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -244,18 +259,16 @@ class Refine(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.guild is None:
             return
-        record = await refinable_reply(self.services, message)
+        target = message.reference.message_id if message.reference else None
+        record = await refine.replied_to(self.services.store, target)
         if record is None:
             return
         instruction = " ".join(message.clean_content.split())[:INSTRUCTION_LIMIT]
         if not instruction:
             return
-        target = message.reference.message_id if message.reference else None
         partial = message.channel.get_partial_message(target or 0)  # type: ignore[union-attr]
-        await self._refine_quietly(
-            record, "remix", partial.edit, message.author.id, message.guild.id,
-            message.channel.id, instruction,
-        )  # fmt: skip
+        where = Where(message.author.id, message.channel.id, message.guild.id)
+        await self._refine_quietly(record, "remix", partial.edit, where, instruction)
 
 
 async def setup(bot: LLMOSBot) -> None:

@@ -10,7 +10,8 @@ from discord.ext import commands
 
 from bot.preferences import DEFAULTS, KEYS, PreferenceError
 from bot.services import Services
-from bot.ui.respond import EMBED_COLOUR, NO_MENTIONS, refuse
+from bot.ui.render import EMBED_COLOUR
+from bot.ui.replies import NO_MENTIONS, refuse
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -85,9 +86,13 @@ class Settings(commands.GroupCog, group_name="settings"):
         scope_id = interaction.guild_id if scope == "server" else interaction.channel_id
         try:
             stored = await self.services.preferences.set(
-                scope_key, scope_id or 0, key, value,
-                guild_id=interaction.guild_id, user_id=interaction.user.id,
-            )  # fmt: skip
+                scope_key,
+                scope_id or 0,
+                key,
+                value,
+                guild_id=interaction.guild_id,
+                user_id=interaction.user.id,
+            )
         except PreferenceError as error:
             await refuse(interaction, f"That value doesn't work: {error}")
             return

@@ -15,22 +15,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation.types import SamplingParams
-from bot.prompts import clean_output
 from bot.prompts.story import LENGTHS
 from bot.services import Services
 from bot.store import StoryExists, StoryRecord
-from bot.story import StoryContext
-from bot.ui.refine import refinable_reply
-from bot.ui.respond import (
-    NO_MENTIONS,
-    Answered,
-    Task,
-    answer_in_channel,
-    answer_with_generation,
-    refuse,
-    split_for_discord,
-)
+from bot.ui.deliver import Answered, answer_in_channel, answer_with_generation
+from bot.ui.render import split_for_discord
+from bot.ui.replies import NO_MENTIONS, refuse
+from bot.writing.refine import replied_to
+from bot.writing.run import Where
+from bot.writing.story import StoryWriter
 
 if TYPE_CHECKING:
     from bot.app import LLMOSBot
@@ -48,9 +41,7 @@ class Story(commands.GroupCog, group_name="story"):
     def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
         self.services = services
-        self.context = StoryContext(
-            services.stories, services.queue, budget=services.settings.story_context_tokens
-        )
+        self.writer = StoryWriter(services)
         super().__init__()
 
     async def _active(self, interaction: discord.Interaction) -> StoryRecord | None:
@@ -59,37 +50,28 @@ class Story(commands.GroupCog, group_name="story"):
             await refuse(interaction, "There's no story here yet. Begin one with /story start.")
         return story
 
-    async def continue_task(
-        self, story: StoryRecord, user_id: int, guild_id: int | None, channel_id: int,
-        direction: str | None = None, length: str = "medium",
-    ) -> Task:  # fmt: skip
-        story, recent = await self.context.window(story, user_id)
-        prefs = await self.services.preferences.for_channel(guild_id, channel_id)
-        prompt = self.context.continue_prompt(
-            story, recent, direction=direction, length=length, persona=prefs.persona
-        )
-        params = prefs.sampling(LENGTHS[length][1])
-        return Task(
-            command="story", title=f"{story.title} · part {len(recent) + 1}", prompt=prompt,
-            params=params, finish=clean_output,
-            inputs={"story_id": story.id, "direction": direction, "length": length},
-        )  # fmt: skip
-
     async def _keep(self, story: StoryRecord, answered: Answered | None, channel_id: int) -> None:
         if answered is not None:
-            await self.services.stories.add(
-                story.id, channel_id=channel_id, author_id=None, text=answered.text,
-                source="bot", generation_id=answered.generation_id, message_id=answered.message_id,
-            )  # fmt: skip
+            await self.writer.keep_part(
+                story,
+                channel_id,
+                text=answered.text,
+                generation_id=answered.generation_id,
+                message_id=answered.message_id,
+            )
 
     @app_commands.command(name="start")
-    @app_commands.describe(premise="What the story is about", genre="Its genre",
-                           thread="Start it in a new thread")  # fmt: skip
+    @app_commands.describe(
+        premise="What the story is about", genre="Its genre", thread="Start it in a new thread"
+    )
     @app_commands.choices(genre=[app_commands.Choice(name=g, value=g) for g in GENRES])
     async def start(
-        self, interaction: discord.Interaction, premise: str, genre: str | None = None,
+        self,
+        interaction: discord.Interaction,
+        premise: str,
+        genre: str | None = None,
         thread: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Begin a story in this channel (or a new thread); everyone can add to it."""
         premise = " ".join(premise.split())
         if not 3 <= len(premise) <= 500:
@@ -109,24 +91,31 @@ class Story(commands.GroupCog, group_name="story"):
             channel_id, where = created.id, created.mention
         try:
             await self.services.stories.start(
-                guild_id=interaction.guild_id, channel_id=channel_id, title=title,
-                premise=premise, genre=genre, created_by=interaction.user.id,
-            )  # fmt: skip
+                guild_id=interaction.guild_id,
+                channel_id=channel_id,
+                title=title,
+                premise=premise,
+                genre=genre,
+                created_by=interaction.user.id,
+            )
         except StoryExists:
             await refuse(interaction, "A story is already going here. End it with /story end.")
             return
         await interaction.response.send_message(
             f"📖 **{title}** begins {where}. Write the next part as a plain message, or ask me "
-            "with /story continue.", allowed_mentions=NO_MENTIONS,
-        )  # fmt: skip
+            "with /story continue.",
+            allowed_mentions=NO_MENTIONS,
+        )
 
     @app_commands.command(name="continue")
     @app_commands.describe(direction="Where the story should go next", length="How much")
     @app_commands.choices(length=[app_commands.Choice(name=k, value=k) for k in LENGTHS])
     async def continue_(
-        self, interaction: discord.Interaction, direction: str | None = None,
+        self,
+        interaction: discord.Interaction,
+        direction: str | None = None,
         length: str = "medium",
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Let the bot write the next part of the story."""
         if direction is not None and len(direction) > DIRECTION_LIMIT:
             await refuse(
@@ -137,10 +126,10 @@ class Story(commands.GroupCog, group_name="story"):
         story = await self._active(interaction)
         if story is None:
             return
-        task = await self.continue_task(
-            story, interaction.user.id, interaction.guild_id, interaction.channel_id or 0,
-            direction, length if length in LENGTHS else "medium",
-        )  # fmt: skip
+        where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
+        task = await self.writer.next_part(
+            story, where, direction, length if length in LENGTHS else "medium"
+        )
         answered = await answer_with_generation(interaction, self.services, task)
         await self._keep(story, answered, interaction.channel_id or 0)
 
@@ -168,13 +157,7 @@ class Story(commands.GroupCog, group_name="story"):
         story = await self._active(interaction)
         if story is None:
             return
-        story, recent = await self.context.window(story, interaction.user.id)
-        task = Task(
-            command="recap", title=f"The story so far · {story.title}",
-            prompt=self.context.recap_prompt(story, recent),
-            params=SamplingParams(max_new_tokens=160, temperature=0.6, repetition_penalty=1.15),
-            inputs={"story_id": story.id}, finish=clean_output,
-        )  # fmt: skip
+        task = await self.writer.recap(story, interaction.user.id)
         await answer_with_generation(interaction, self.services, task)
 
     @app_commands.command(name="undo")
@@ -229,9 +212,10 @@ class Story(commands.GroupCog, group_name="story"):
         )
         file = discord.File(io.BytesIO(document.encode()), filename="story.md")
         await interaction.response.send_message(
-            f"📖 **{story.title}**, {len(segments)} parts.", file=file,
+            f"📖 **{story.title}**, {len(segments)} parts.",
+            file=file,
             allowed_mentions=NO_MENTIONS,
-        )  # fmt: skip
+        )
 
     async def _name(self, user_id: int | None) -> str:
         if user_id is None:
@@ -265,27 +249,28 @@ class Story(commands.GroupCog, group_name="story"):
         if message.author.bot or message.guild is None or not message.content.strip():
             return
         story = await self.services.stories.active(message.channel.id)
-        if story is None or await refinable_reply(self.services, message) is not None:
+        replied = message.reference.message_id if message.reference else None
+        if story is None or await replied_to(self.services.store, replied) is not None:
             return  # a reply to one of the bot's parts asks to rewrite it (cogs.refine)
         mentioned = self.bot.user is not None and self.bot.user in message.mentions
         text = message.clean_content.replace(f"@{self._me()}", "").strip()
         if text and not text.startswith("/"):
             await self.services.stories.add(
-                story.id, channel_id=message.channel.id, author_id=message.author.id,
-                text=text[:SEGMENT_LIMIT], source="user", message_id=message.id,
-            )  # fmt: skip
+                story.id,
+                channel_id=message.channel.id,
+                author_id=message.author.id,
+                text=text[:SEGMENT_LIMIT],
+                source="user",
+                message_id=message.id,
+            )
         prefs = await self.services.preferences.for_channel(message.guild.id, message.channel.id)
         due = prefs.story_auto_turn and (
             await self.services.stories.people_since_bot(story.id) >= prefs.story_auto_turn
         )
         if mentioned or due:
-            task = await self.continue_task(
-                story, message.author.id, message.guild.id, message.channel.id
-            )
-            answered = await answer_in_channel(
-                message.channel, self.services, task, user_id=message.author.id,
-                guild_id=message.guild.id, channel_id=message.channel.id,
-            )  # fmt: skip
+            where = Where(message.author.id, message.channel.id, message.guild.id)
+            task = await self.writer.next_part(story, where)
+            answered = await answer_in_channel(message.channel, self.services, task, where)
             await self._keep(story, answered, message.channel.id)
 
     def _me(self) -> str:

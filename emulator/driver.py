@@ -27,25 +27,41 @@ class Emulator(DiscordEmulator):
         member = guild.members[interaction.user.id]
         perms = str(guild.permissions_of(interaction.user.id))
         return {
-            "id": str(interaction.id), "application_id": str(self.application_id),
-            "type": interaction.type, "data": {k: v for k, v in interaction.data.items()
-                                               if not k.startswith("_")},
-            "guild_id": str(guild.id), "channel_id": str(channel.id), "channel": channel.payload(),
-            "member": member.payload() | {"permissions": perms}, "token": interaction.token,
-            "version": 1, "app_permissions": str(guild.permissions_of(self.bot_user.id)),
-            "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)}, "context": 0,
+            "id": str(interaction.id),
+            "application_id": str(self.application_id),
+            "type": interaction.type,
+            "data": {k: v for k, v in interaction.data.items() if not k.startswith("_")},
+            "guild_id": str(guild.id),
+            "channel_id": str(channel.id),
+            "channel": channel.payload(),
+            "member": member.payload() | {"permissions": perms},
+            "token": interaction.token,
+            "version": 1,
+            "app_permissions": str(guild.permissions_of(self.bot_user.id)),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild.id)},
+            "context": 0,
             "attachment_size_limit": 10 * 1024 * 1024,
-        } | ({"message": self._message(interaction.data["_message_id"]).payload()}
-             if "_message_id" in interaction.data else {})  # fmt: skip
+        } | (
+            {"message": self._message(interaction.data["_message_id"]).payload()}
+            if "_message_id" in interaction.data
+            else {}
+        )
 
     async def _interact(
         self, user: User, channel: Channel, kind: int, data: dict[str, Any]
     ) -> Interaction:
         interaction = Interaction(
-            id=self.snowflake(), token=secrets.token_urlsafe(24), type=kind,
-            channel_id=channel.id, guild_id=channel.guild_id, user=user, data=data,
-        )  # fmt: skip
+            id=self.snowflake(),
+            token=secrets.token_urlsafe(24),
+            type=kind,
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            user=user,
+            data=data,
+        )
         self.interactions[interaction.id] = interaction
         await self.dispatch("INTERACTION_CREATE", self._interaction_payload(interaction))
         return interaction
@@ -69,9 +85,14 @@ class Emulator(DiscordEmulator):
         return await self._interact(user, channel, 2, data)
 
     async def say(
-        self, user: User, channel: Channel, content: str, *, reply_to: Message | None = None,
+        self,
+        user: User,
+        channel: Channel,
+        content: str,
+        *,
+        reply_to: Message | None = None,
         images: tuple[str, ...] = (),
-    ) -> Message:  # fmt: skip
+    ) -> Message:
         """`user` posts `content` in `channel` (optionally as a reply, or with image files)."""
         body: dict[str, Any] = {"content": content}
         if reply_to is not None:
@@ -104,8 +125,13 @@ class Emulator(DiscordEmulator):
         """`user` runs the message command `command` ("Critique this") on `target`."""
         channel = self.channels[target.channel_id]
         registered = self._find_command(channel.guild_id, command, kind=3)
-        data = {"id": registered["id"], "name": command, "type": 3, "target_id": str(target.id),
-                "resolved": {"messages": {str(target.id): target.payload()}}}  # fmt: skip
+        data = {
+            "id": registered["id"],
+            "name": command,
+            "type": 3,
+            "target_id": str(target.id),
+            "resolved": {"messages": {str(target.id): target.payload()}},
+        }
         return await self._interact(user, channel, 2, data)
 
     def _component(self, message: Message, custom_id: str) -> dict[str, Any]:
@@ -128,16 +154,22 @@ class Emulator(DiscordEmulator):
     ) -> Interaction:
         """`user` picks `values` in the select menu `custom_id` on `message`."""
         self._component(message, custom_id)
-        data = {"custom_id": custom_id, "component_type": 3, "values": values,
-                "_message_id": message.id}  # fmt: skip
+        data = {
+            "custom_id": custom_id,
+            "component_type": 3,
+            "values": values,
+            "_message_id": message.id,
+        }
         return await self._interact(user, self.channels[message.channel_id], 3, data)
 
     async def submit_modal(self, user: User, shown_by: Interaction, **fields: str) -> Interaction:
         """`user` fills in and submits the modal that the bot showed in answer to `shown_by`."""
         if shown_by.modal is None:
             raise LookupError("the bot showed no modal for that interaction")
-        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]}
-                for k, v in fields.items()]  # fmt: skip
+        rows = [
+            {"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]}
+            for k, v in fields.items()
+        ]
         data: dict[str, Any] = {"custom_id": shown_by.modal["custom_id"], "components": rows}
         if "_message_id" in shown_by.data:
             data["_message_id"] = shown_by.data["_message_id"]

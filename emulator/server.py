@@ -269,13 +269,19 @@ class DiscordEmulator:
         return ws
 
     async def _send_ready(self) -> None:
-        await self.dispatch("READY", {
-            "v": 10, "user": self.bot_user.payload(), "session_id": self._session_id,
-            "resume_gateway_url": self.gateway_url, "private_channels": [],
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-            "application": {"id": str(self.application_id), "flags": 1 << 19},
-            "shard": [0, 1],
-        })  # fmt: skip
+        await self.dispatch(
+            "READY",
+            {
+                "v": 10,
+                "user": self.bot_user.payload(),
+                "session_id": self._session_id,
+                "resume_gateway_url": self.gateway_url,
+                "private_channels": [],
+                "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+                "application": {"id": str(self.application_id), "flags": 1 << 19},
+                "shard": [0, 1],
+            },
+        )
         for guild in self.guilds.values():
             await self.dispatch("GUILD_CREATE", guild.payload())
 
@@ -288,9 +294,15 @@ class DiscordEmulator:
     # -- faults --------------------------------------------------------------------------------
 
     def inject_fault(
-        self, method: str, path_prefix: str, *, status: int = 0, delay: float = 0.0,
-        times: int = 1, retry_after: float = 0.2,
-    ) -> Fault:  # fmt: skip
+        self,
+        method: str,
+        path_prefix: str,
+        *,
+        status: int = 0,
+        delay: float = 0.0,
+        times: int = 1,
+        retry_after: float = 0.2,
+    ) -> Fault:
         """Make the next `times` matching requests fail with `status` and/or wait `delay` s.
 
         `path_prefix` matches the start of the path under /api/v10 (`"/webhooks/"`, say).
@@ -327,16 +339,20 @@ class DiscordEmulator:
                     body |= {"retry_after": fault.retry_after, "global": False}
                     # Discord's 429s come through its proxy (`Via`); without it discord.py
                     # takes the 429 for a Cloudflare ban and does not retry.
-                    headers |= {"Retry-After": str(fault.retry_after), "Via": "1.1 google",
-                                "X-RateLimit-Scope": "user"}  # fmt: skip
+                    headers |= {
+                        "Retry-After": str(fault.retry_after),
+                        "Via": "1.1 google",
+                        "X-RateLimit-Scope": "user",
+                    }
                 return web.Response(
                     body=json.dumps(body).encode(), status=fault.status, headers=headers
                 )
         handler, params = self._route(request.method, path)
         if handler is None:
             self.errors.append(f"unknown route {request.method} {path}")
-            return _json({"code": 0, "message": f"emulator: unknown route {request.method} "
-                          f"{path}"}, 404)  # fmt: skip
+            return _json(
+                {"code": 0, "message": f"emulator: unknown route {request.method} {path}"}, 404
+            )
         try:
             payload = await self._body(request)
             result = await handler(payload, request, *params)
@@ -419,12 +435,23 @@ class DiscordEmulator:
         return user.payload()
 
     async def _get_application(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
-        return {"id": str(self.application_id), "name": "LLMOS", "icon": None,
-                "description": "", "bot_public": True, "bot_require_code_grant": False,
-                "owner": self.users[next(iter(self.guilds.values())).owner_id].payload()
-                if self.guilds else self.bot_user.payload(),
-                "verify_key": "0" * 64, "flags": 1 << 19, "team": None,
-                "summary": "", "rpc_origins": [], "interactions_endpoint_url": None}  # fmt: skip
+        return {
+            "id": str(self.application_id),
+            "name": "LLMOS",
+            "icon": None,
+            "description": "",
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.users[next(iter(self.guilds.values())).owner_id].payload()
+            if self.guilds
+            else self.bot_user.payload(),
+            "verify_key": "0" * 64,
+            "flags": 1 << 19,
+            "team": None,
+            "summary": "",
+            "rpc_origins": [],
+            "interactions_endpoint_url": None,
+        }
 
     def _register(self, guild_id: int | None, commands: list[dict[str, Any]]) -> list[Any]:
         stored = []
@@ -468,8 +495,9 @@ class DiscordEmulator:
                     raise DiscordError(400, 50035, f"embeds.{key}: must be {limit} or fewer")
             total += sum(len(embed.get(k) or "") for k in ("title", "description"))
             total += len((embed.get("footer") or {}).get("text", ""))
-            total += sum(len(f.get("name", "")) + len(f.get("value", ""))
-                         for f in embed.get("fields", []))  # fmt: skip
+            total += sum(
+                len(f.get("name", "")) + len(f.get("value", "")) for f in embed.get("fields", [])
+            )
         if total > EMBED_TOTAL_LIMIT:
             raise DiscordError(400, 50035, "embeds: total size must be 6000 or fewer")
 
@@ -482,18 +510,25 @@ class DiscordEmulator:
             raise DiscordError(404, 10003, "Unknown Channel")
         reference = (body.get("message_reference") or {}).get("message_id")
         message = Message(
-            id=self.snowflake(), channel_id=channel_id, guild_id=channel.guild_id, author=author,
-            content=body.get("content") or "", embeds=body.get("embeds") or [],
-            components=body.get("components") or [], flags=body.get("flags") or 0,
+            id=self.snowflake(),
+            channel_id=channel_id,
+            guild_id=channel.guild_id,
+            author=author,
+            content=body.get("content") or "",
+            embeds=body.get("embeds") or [],
+            components=body.get("components") or [],
+            flags=body.get("flags") or 0,
             reference_id=int(reference) if reference else None,
             allowed_mentions=body.get("allowed_mentions"),
-            attachments=self._attachments(body), **extra,
-        )  # fmt: skip
+            attachments=self._attachments(body),
+            **extra,
+        )
         message.pinged = pings(message.content, message.allowed_mentions)
         message.mentions = [
-            self.users[int(uid)] for uid in USER_MENTION.findall(message.content)
+            self.users[int(uid)]
+            for uid in USER_MENTION.findall(message.content)
             if int(uid) in self.users
-        ]  # fmt: skip
+        ]
         self.messages[message.id] = message
         self._tell("create", message)
         return message
@@ -503,9 +538,15 @@ class DiscordEmulator:
         for file in body.get("_files", []):
             file_id = self.snowflake()
             self.files[file_id] = file["data"]
-            out.append({"id": str(file_id), "filename": file["filename"],
-                        "size": len(file["data"]), "url": f"{self.url}/files/{file_id}",
-                        "proxy_url": f"{self.url}/files/{file_id}"})  # fmt: skip
+            out.append(
+                {
+                    "id": str(file_id),
+                    "filename": file["filename"],
+                    "size": len(file["data"]),
+                    "url": f"{self.url}/files/{file_id}",
+                    "proxy_url": f"{self.url}/files/{file_id}",
+                }
+            )
         return out
 
     def _apply_edit(self, message: Message, body: dict[str, Any]) -> None:
@@ -602,9 +643,15 @@ class DiscordEmulator:
         if user.id in users:
             return
         users.add(user.id)
-        data = {"user_id": str(user.id), "channel_id": str(message.channel_id),
-                "message_id": str(message.id), "emoji": {"id": None, "name": emoji},
-                "type": 0, "burst": False, "message_author_id": str(message.author.id)}  # fmt: skip
+        data = {
+            "user_id": str(user.id),
+            "channel_id": str(message.channel_id),
+            "message_id": str(message.id),
+            "emoji": {"id": None, "name": emoji},
+            "type": 0,
+            "burst": False,
+            "message_author_id": str(message.author.id),
+        }
         if message.guild_id is not None:
             data["guild_id"] = str(message.guild_id)
             data["member"] = self.guilds[message.guild_id].members[user.id].payload()
@@ -617,9 +664,14 @@ class DiscordEmulator:
         if user.id not in users:
             return
         users.discard(user.id)
-        data = {"user_id": str(user.id), "channel_id": str(message.channel_id),
-                "message_id": str(message.id), "emoji": {"id": None, "name": emoji},
-                "type": 0, "burst": False}  # fmt: skip
+        data = {
+            "user_id": str(user.id),
+            "channel_id": str(message.channel_id),
+            "message_id": str(message.id),
+            "emoji": {"id": None, "name": emoji},
+            "type": 0,
+            "burst": False,
+        }
         if message.guild_id is not None:
             data["guild_id"] = str(message.guild_id)
         await self.dispatch("MESSAGE_REACTION_REMOVE", data)

@@ -29,8 +29,16 @@ PERM_ATTACH = 1 << 15
 PERM_HISTORY = 1 << 16
 PERM_USE_COMMANDS = 1 << 31
 PERM_THREADS = (1 << 35) | (1 << 38)
-MEMBER_PERMS = (PERM_VIEW | PERM_SEND | PERM_ADD_REACTIONS | PERM_EMBED | PERM_ATTACH
-                | PERM_HISTORY | PERM_USE_COMMANDS | PERM_THREADS)  # fmt: skip
+MEMBER_PERMS = (
+    PERM_VIEW
+    | PERM_SEND
+    | PERM_ADD_REACTIONS
+    | PERM_EMBED
+    | PERM_ATTACH
+    | PERM_HISTORY
+    | PERM_USE_COMMANDS
+    | PERM_THREADS
+)
 
 _MENTION_RE = re.compile(r"<@!?(\d+)>|<@&(\d+)>|@everyone|@here")
 USER_MENTION = re.compile(r"<@!?(\d+)>")
@@ -58,9 +66,16 @@ class User:
     bot: bool = False
 
     def payload(self) -> dict[str, Any]:
-        return {"id": str(self.id), "username": self.name, "discriminator": "0",
-                "global_name": self.name, "avatar": None, "bot": self.bot, "flags": 0,
-                "public_flags": 0}  # fmt: skip
+        return {
+            "id": str(self.id),
+            "username": self.name,
+            "discriminator": "0",
+            "global_name": self.name,
+            "avatar": None,
+            "bot": self.bot,
+            "flags": 0,
+            "public_flags": 0,
+        }
 
 
 @dataclass
@@ -70,9 +85,17 @@ class Role:
     permissions: int
 
     def payload(self) -> dict[str, Any]:
-        return {"id": str(self.id), "name": self.name, "permissions": str(self.permissions),
-                "position": 0, "color": 0, "hoist": False, "managed": False,
-                "mentionable": False, "flags": 0}  # fmt: skip
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "permissions": str(self.permissions),
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
 
 
 @dataclass
@@ -81,9 +104,15 @@ class Member:
     roles: list[int] = field(default_factory=list)
 
     def payload(self) -> dict[str, Any]:
-        return {"user": self.user.payload(), "roles": [str(r) for r in self.roles],
-                "joined_at": "2025-01-01T00:00:00+00:00", "deaf": False, "mute": False,
-                "flags": 0, "nick": None}  # fmt: skip
+        return {
+            "user": self.user.payload(),
+            "roles": [str(r) for r in self.roles],
+            "joined_at": "2025-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "nick": None,
+        }
 
 
 @dataclass
@@ -95,10 +124,18 @@ class Channel:
     parent_id: int | None = None
 
     def payload(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"id": str(self.id), "name": self.name, "type": self.type,
-                                "guild_id": str(self.guild_id), "position": 0,
-                                "permission_overwrites": [], "nsfw": False, "topic": None,
-                                "last_message_id": None, "rate_limit_per_user": 0}  # fmt: skip
+        data: dict[str, Any] = {
+            "id": str(self.id),
+            "name": self.name,
+            "type": self.type,
+            "guild_id": str(self.guild_id),
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
         if self.parent_id is not None:
             data["parent_id"] = str(self.parent_id)
         if self.type == 11:
@@ -134,19 +171,34 @@ class Guild:
 
     def payload(self) -> dict[str, Any]:
         return {
-            "id": str(self.id), "name": self.name, "owner_id": str(self.owner_id),
-            "unavailable": False, "member_count": len(self.members), "large": False,
+            "id": str(self.id),
+            "name": self.name,
+            "owner_id": str(self.owner_id),
+            "unavailable": False,
+            "member_count": len(self.members),
+            "large": False,
             "roles": [r.payload() for r in self.roles.values()],
             "channels": [c.payload() for c in self.channels.values() if c.type != 11],
             "threads": [c.payload() for c in self.channels.values() if c.type == 11],
             "members": [m.payload() for m in self.members.values()],
-            "emojis": [], "stickers": [], "features": [], "voice_states": [], "presences": [],
-            "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
-            "preferred_locale": "en-US", "premium_tier": 0, "mfa_level": 0, "nsfw_level": 0,
-            "verification_level": 0, "explicit_content_filter": 0,
-            "default_message_notifications": 0, "system_channel_flags": 0,
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "preferred_locale": "en-US",
+            "premium_tier": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "verification_level": 0,
+            "explicit_content_filter": 0,
+            "default_message_notifications": 0,
+            "system_channel_flags": 0,
             "joined_at": "2025-01-01T00:00:00+00:00",
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -191,20 +243,38 @@ class Message:
 
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "id": str(self.id), "channel_id": str(self.channel_id), "type": 0,
-            "author": self.author.payload(), "content": self.content,
+            "id": str(self.id),
+            "channel_id": str(self.channel_id),
+            "type": 0,
+            "author": self.author.payload(),
+            "content": self.content,
             "timestamp": self.created_at,
-            "edited_timestamp": (datetime.fromtimestamp(self.edited_at, UTC).isoformat()
-                                 if self.edited_at else None),
-            "tts": False, "mention_everyone": False,
-            "mentions": [u.payload() for u in self.mentions], "mention_roles": [],
-            "attachments": self.attachments, "embeds": self.embeds,
-            "components": self.components, "pinned": False, "flags": self.flags,
-            "reactions": [{"emoji": {"id": None, "name": e}, "count": len(u), "me": False,
-                           "count_details": {"burst": 0, "normal": len(u)},
-                           "burst_colors": [], "me_burst": False, "burst_count": 0}
-                          for e, u in self.reactions.items() if u],
-        }  # fmt: skip
+            "edited_timestamp": (
+                datetime.fromtimestamp(self.edited_at, UTC).isoformat() if self.edited_at else None
+            ),
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [u.payload() for u in self.mentions],
+            "mention_roles": [],
+            "attachments": self.attachments,
+            "embeds": self.embeds,
+            "components": self.components,
+            "pinned": False,
+            "flags": self.flags,
+            "reactions": [
+                {
+                    "emoji": {"id": None, "name": e},
+                    "count": len(u),
+                    "me": False,
+                    "count_details": {"burst": 0, "normal": len(u)},
+                    "burst_colors": [],
+                    "me_burst": False,
+                    "burst_count": 0,
+                }
+                for e, u in self.reactions.items()
+                if u
+            ],
+        }
         if self.guild_id is not None:
             data["guild_id"] = str(self.guild_id)
         if self.webhook_id is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ import torch
 
 from bot.app import LLMOSBot
 from bot.config import load_settings
+from bot.generation.base import Engine
 from bot.generation.batched import BatchedEngine
-from bot.generation.engine import Engine, TransformersEngine
+from bot.generation.engine import TransformersEngine
 from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
 from bot.services import Services
@@ -48,11 +50,17 @@ def tiny_model(tokenizer: Any) -> Any:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -132,3 +140,13 @@ async def world(
         engine, tmp_path_factory.mktemp("db"), max_pending_per_user=2, timeout=60
     ) as world:
         yield world
+
+
+def assert_numbered_list(shown: str, count: int) -> int:
+    """What a brainstorm promises, whatever the model samples: ideas numbered 1..k with
+    k <= count, and a plain note under a list that came out short. Returns k."""
+    numbers = re.findall(r"^(\d+)\. \S", shown, flags=re.MULTILINE)
+    have = len(numbers)
+    assert 1 <= have <= count and numbers == [str(i) for i in range(1, have + 1)]
+    assert have == count or f"*Only {have} of the {count} ideas came out distinct" in shown
+    return have

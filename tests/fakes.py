@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import torch
 
-from bot.generation.engine import Engine, EngineJob
-from bot.generation.types import EngineOutput, GenerationRequest, Message, Prompt
+from bot.generation.base import Engine, EngineJob
+from bot.generation.engine import torch_failure
+from bot.generation.types import EngineFailure, EngineOutput, GenerationRequest, Message, Prompt
 
 
 def request(user: int, text: str = "hi", *, timeout: float | None = None) -> GenerationRequest:
@@ -24,7 +25,7 @@ class ScriptedEngine(Engine):
     A prompt of "raise" fails that job, "crash" fails the whole call, "hang" blocks until
     `release` is set (ignoring cancellation, like a stuck kernel). Inside a longer prompt (a
     command's), the markers "!!raise!!", "!!oom!!" (torch's out-of-memory error for the whole
-    call) and "!!hang!!" do the same.
+    call, recognised as a torch engine does) and "!!hang!!" do the same.
     """
 
     model_name = "scripted"
@@ -39,6 +40,9 @@ class ScriptedEngine(Engine):
         self.release = threading.Event()
         self.gate = threading.Event()  # when set, jobs wait for it before the first word
         self.gate.set()
+
+    def failure(self, exc: BaseException) -> type[EngineFailure]:
+        return torch_failure(exc)  # what TransformersEngine does
 
     def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
         self.calls.append(len(jobs))

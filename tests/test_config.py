@@ -69,9 +69,13 @@ def test_openai_engine_needs_url_and_model() -> None:
     with pytest.raises(ConfigError, match="must start with http"):
         load_settings({"OPENAI_BASE_URL": "vllm:8000"}, dotenv_path=None)
     settings = load_settings(
-        {"ENGINE": "openai", "OPENAI_BASE_URL": "http://vllm:8000/v1/", "OPENAI_MODEL": "m",
-         "OPENAI_API_KEY": "sk-secret"},
+        {
+            "ENGINE": "openai",
+            "OPENAI_BASE_URL": "http://vllm:8000/v1/",
+            "OPENAI_MODEL": "m",
+            "OPENAI_API_KEY": "sk-secret",
+        },
         dotenv_path=None,
-    )  # fmt: skip
+    )
     assert settings.openai_base_url == "http://vllm:8000/v1"
     assert "sk-secret" not in repr(settings)

@@ -77,8 +77,19 @@ async def test_every_output_has_controls_and_regenerate_browses(world: World) ->
     message = await poem(world, world.alice, "paper kites")
     first = shown_id(message)
     actions = [cid.split(":")[1] for cid in message.custom_ids]
-    assert actions == ["regen", "prev", "pos", "next", "delete", "longer", "shorter", "remix",
-                       "keep", "up", "down"]  # fmt: skip
+    assert actions == [
+        "regen",
+        "prev",
+        "pos",
+        "next",
+        "delete",
+        "longer",
+        "shorter",
+        "remix",
+        "keep",
+        "up",
+        "down",
+    ]
     assert message.component("llmos:pos:")["label"] == "1/1"
     assert (
         message.component("llmos:prev:")["disabled"]

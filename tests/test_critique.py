@@ -22,8 +22,10 @@ def finished(message: Message) -> bool:
 def test_sections_quotes_and_dialogue() -> None:
     answer = "Strengths:\n- mood\n\nSuggestions:\n- cut\n\nLine notes:\n- sharper verb"
     assert critique_sections(answer) == {
-        "Strengths": "- mood", "Suggestions": "- cut", "Line Notes": "- sharper verb",
-    }  # fmt: skip
+        "Strengths": "- mood",
+        "Suggestions": "- cut",
+        "Line Notes": "- sharper verb",
+    }
     assert quotable_lines(POEM) == [POEM.splitlines()[0], POEM.splitlines()[1]]
     assert has_dialogue("INT. X\n\nMAYA\nHello.\n", ["Maya"])
     assert not has_dialogue("INT. X\n\nMaya walks in and sits.\n", ["Maya"])
@@ -34,8 +36,9 @@ def test_sections_quotes_and_dialogue() -> None:
 @pytest.mark.slow
 async def test_critique_has_its_parts_and_quotes_the_text(world: World) -> None:
     emu = world.emu
-    interaction = await emu.slash(world.alice, world.channel, "critique", text=POEM,
-                                  focus="imagery", tone="gentle")  # fmt: skip
+    interaction = await emu.slash(
+        world.alice, world.channel, "critique", text=POEM, focus="imagery", tone="gentle"
+    )
     message = await emu.wait_final(interaction, finished, timeout=180)
     body = message.embeds[0]["description"]
     assert message.embeds[0]["title"] == "Critique · imagery · gentle"
@@ -64,9 +67,13 @@ async def test_critique_this_on_a_message_and_on_an_image(world: World) -> None:
 async def test_scene_is_in_screenplay_form(world: World) -> None:
     emu = world.emu
     interaction = await emu.slash(
-        world.alice, world.channel, "scene", setting="a lighthouse", characters="Ada, Ben",
+        world.alice,
+        world.channel,
+        "scene",
+        setting="a lighthouse",
+        characters="Ada, Ben",
         situation="the lamp has gone out",
-    )  # fmt: skip
+    )
     message = await emu.wait_final(interaction, finished, timeout=180)
     scene = message.embeds[0]["description"]
     assert scene.startswith("INT. A LIGHTHOUSE - NIGHT\n\n")

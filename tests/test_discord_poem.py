@@ -32,8 +32,13 @@ async def test_poem_command_is_registered(world: World) -> None:
     assert poem["description"] == "Write a poem about a topic, in the form you choose."
     form = next(o for o in poem["options"] if o["name"] == "form")
     assert {c["value"] for c in form["choices"]} == {
-        "free_verse", "haiku", "tanka", "limerick", "sonnet", "acrostic",
-    }  # fmt: skip
+        "free_verse",
+        "haiku",
+        "tanka",
+        "limerick",
+        "sonnet",
+        "acrostic",
+    }
 
 
 async def test_haiku_arrives_streams_and_is_saved(world: World) -> None:
@@ -60,8 +65,10 @@ async def test_haiku_arrives_streams_and_is_saved(world: World) -> None:
         (message.id,),
     )
     assert (row["command"], row["user_id"], row["channel_id"]) == (
-        "poem", world.alice.id, world.channel.id,
-    )  # fmt: skip
+        "poem",
+        world.alice.id,
+        world.channel.id,
+    )
     assert row["output"] == poem
     assert row["message_id"] == message.id
     assert f"#{row['id']}" in embed["footer"]["text"]
@@ -125,8 +132,9 @@ async def test_too_many_pending_is_refused_ephemerally(world: World) -> None:
 
 async def test_acrostic_spells_its_word(world: World) -> None:
     emu = world.emu
-    interaction = await emu.slash(world.alice, world.channel, "poem", topic="a quiet harbour",
-                                  form="acrostic")  # fmt: skip
+    interaction = await emu.slash(
+        world.alice, world.channel, "poem", topic="a quiet harbour", form="acrostic"
+    )
     message = await emu.wait_final(interaction, finished, timeout=180)
     poem = message.embeds[0]["description"]
     # its lines are written side by side, each from its own letter

@@ -34,7 +34,6 @@ def test_converts_once_then_loads_from_cache(
     second = load_model("embedded", device="cpu", dtype="float32", cache_dir=tmp_path)
     assert "Converting" not in caplog.text
     assert "Loaded SmolLM2-135M-Instruct on cpu as torch.float32" in caplog.text
-    assert second.load_seconds < 5.0
     # the cached copy is the same model
     for (name, a), (_, b) in zip(
         first.model.state_dict().items(), second.model.state_dict().items(), strict=True

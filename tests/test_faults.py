@@ -86,9 +86,12 @@ async def test_a_locked_database_is_retried_then_refused(tmp_path: Path) -> None
 async def faulty(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     engine = ScriptedEngine(delay=0.01, max_batch=4)
     async with open_world(
-        engine, tmp_path_factory.mktemp("faults"), busy_timeout_ms=50, timeout=1.5,
+        engine,
+        tmp_path_factory.mktemp("faults"),
+        busy_timeout_ms=50,
+        timeout=1.5,
         hang_grace=1.0,
-    ) as world:  # fmt: skip
+    ) as world:
         yield world
         engine.release.set()
 
@@ -99,9 +102,16 @@ async def ask(world: World, user: User, text: str) -> Message:
     assert me is not None
     said = await world.emu.say(user, world.channel, f"<@{me.id}> {text}")
     return await world.emu.wait_for(
-        lambda: next((m for m in world.emu.channel_messages(world.channel.id)
-                      if m.reference_id == said.id and m.author.bot), None), timeout=WAIT,
-    )  # fmt: skip
+        lambda: next(
+            (
+                m
+                for m in world.emu.channel_messages(world.channel.id)
+                if m.reference_id == said.id and m.author.bot
+            ),
+            None,
+        ),
+        timeout=WAIT,
+    )
 
 
 async def settled(world: World, message: Message) -> str:
@@ -119,9 +129,12 @@ async def count(world: World, sql: str) -> int:
 
 @pytest.mark.parametrize(
     ("marker", "expected"),
-    [("!!raise!!", EngineFailure.user_message), ("!!oom!!", OutOfMemory.user_message),
-     ("!!hang!!", "That took too long")],
-)  # fmt: skip
+    [
+        ("!!raise!!", EngineFailure.user_message),
+        ("!!oom!!", OutOfMemory.user_message),
+        ("!!hang!!", "That took too long"),
+    ],
+)
 async def test_engine_failures_end_with_a_clear_message(
     faulty: World, marker: str, expected: str
 ) -> None:
@@ -139,8 +152,9 @@ async def test_engine_failures_end_with_a_clear_message(
 
 async def test_discord_429_and_500_are_retried(faulty: World) -> None:
     emu = faulty.emu
-    throttled = emu.inject_fault("PATCH", f"/channels/{faulty.channel.id}/messages/", status=429,
-                                 times=2, retry_after=0.3)  # fmt: skip
+    throttled = emu.inject_fault(
+        "PATCH", f"/channels/{faulty.channel.id}/messages/", status=429, times=2, retry_after=0.3
+    )
     first = await ask(faulty, faulty.alice, "slow down")
     assert "slow down" in await settled(faulty, first) and throttled.hits == 2
     failing = emu.inject_fault("POST", f"/channels/{faulty.channel.id}/messages", status=500)

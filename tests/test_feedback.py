@@ -55,17 +55,21 @@ async def test_export_is_jsonl_that_datasets_loads(world: World, tmp_path: Path)
     files = files_of(world, export)
     pairs = [json.loads(line) for line in files["preferences.jsonl"].decode().splitlines()]
     sft = [json.loads(line) for line in files["sft.jsonl"].decode().splitlines()]
-    assert {"prompt": original.prompt["messages"],
-            "chosen": [{"role": "assistant", "content": second.output}],
-            "rejected": [{"role": "assistant", "content": original.output}]} in pairs  # fmt: skip
+    assert {
+        "prompt": original.prompt["messages"],
+        "chosen": [{"role": "assistant", "content": second.output}],
+        "rejected": [{"role": "assistant", "content": original.output}],
+    } in pairs
     assert original.prompt["messages"] + [{"role": "assistant", "content": second.output}] in [
         row["messages"] for row in sft
     ]
 
     import datasets
 
-    for name, columns in (("preferences.jsonl", ["prompt", "chosen", "rejected"]),
-                          ("sft.jsonl", ["messages"])):  # fmt: skip
+    for name, columns in (
+        ("preferences.jsonl", ["prompt", "chosen", "rejected"]),
+        ("sft.jsonl", ["messages"]),
+    ):
         path = tmp_path / name
         path.write_bytes(files[name])
         loaded = datasets.load_dataset("json", data_files=str(path), split="train")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -10,12 +9,16 @@ import pytest
 
 from bot.store import Store, Stories
 from bot.store.feedback import DOWN, UP, Feedback
-from bot.store.migrator import MIGRATIONS_DIR
-from tests.test_store import gen
+from tests.test_store import copy_migrations, gen
 
 GUILD, ALICE, BOB, CAROL = 1, 20, 21, 22
-PROMPT = {"inputs": {"topic": "rain"}, "messages": [{"role": "user", "content": "A rain poem"}],
-          "plain": "Rain:", "prefix": "", "title": "Haiku · rain"}  # fmt: skip
+PROMPT = {
+    "inputs": {"topic": "rain"},
+    "messages": [{"role": "user", "content": "A rain poem"}],
+    "plain": "Rain:",
+    "prefix": "",
+    "title": "Haiku · rain",
+}
 
 
 async def output(store: Store, texts: list[str], user: int = ALICE) -> list[int]:
@@ -25,10 +28,19 @@ async def output(store: Store, texts: list[str], user: int = ALICE) -> list[int]
     )
     ids = [first]
     for text in texts[1:]:
-        ids.append(await store.add_alternative(
-            output_id, gen(guild_id=GUILD, user_id=user, prompt=PROMPT, output=text,
-                           refines_id=ids[-1], refine_kind="regenerate"),
-        ))  # fmt: skip
+        ids.append(
+            await store.add_alternative(
+                output_id,
+                gen(
+                    guild_id=GUILD,
+                    user_id=user,
+                    prompt=PROMPT,
+                    output=text,
+                    refines_id=ids[-1],
+                    refine_kind="regenerate",
+                ),
+            )
+        )
     return ids
 
 
@@ -123,12 +135,20 @@ async def test_forget_removes_or_anonymises(store: Store) -> None:
     )
     await feedback.vote(theirs, BOB, UP)  # on carol's output: goes with it
     await feedback.vote(mine, CAROL, DOWN)
-    story = await stories.start(guild_id=GUILD, channel_id=10, title="t", premise="p",
-                                genre=None, created_by=CAROL)  # fmt: skip
-    await stories.add(story.id, channel_id=10, author_id=CAROL, text="Carol wrote this.",
-                      source="user", message_id=99)  # fmt: skip
-    await stories.add(story.id, channel_id=10, author_id=ALICE, text="Alice wrote this.",
-                      source="user")  # fmt: skip
+    story = await stories.start(
+        guild_id=GUILD, channel_id=10, title="t", premise="p", genre=None, created_by=CAROL
+    )
+    await stories.add(
+        story.id,
+        channel_id=10,
+        author_id=CAROL,
+        text="Carol wrote this.",
+        source="user",
+        message_id=99,
+    )
+    await stories.add(
+        story.id, channel_id=10, author_id=ALICE, text="Alice wrote this.", source="user"
+    )
     await stories.summarise(story.id, "A summary with Carol's part.", 2)
 
     done = await feedback.forget(CAROL, segments="anonymise")
@@ -143,8 +163,9 @@ async def test_forget_removes_or_anonymises(store: Store) -> None:
     assert regen not in [g.id for g in await store.alternatives(2)]
     parts = await stories.segments(story.id)
     assert [(p.author_id, p.message_id, p.text) for p in parts] == [
-        (None, None, "Carol wrote this."), (ALICE, None, "Alice wrote this."),
-    ]  # fmt: skip
+        (None, None, "Carol wrote this."),
+        (ALICE, None, "Alice wrote this."),
+    ]
     again = await stories.get(story.id)
     assert again is not None and (again.summary, again.summary_upto, again.created_by) == ("", 0, 0)
 
@@ -155,9 +176,7 @@ async def test_forget_removes_or_anonymises(store: Store) -> None:
 
 
 async def test_migration_0002_links_existing_feedback_to_outputs(tmp_path: Path) -> None:
-    only_first = tmp_path / "migrations"
-    only_first.mkdir()
-    shutil.copy(MIGRATIONS_DIR / "0001_initial.sql", only_first)
+    only_first = copy_migrations(tmp_path / "migrations", "0001_initial.sql")
     path = tmp_path / "db.sqlite3"
     async with Store.open(path, migrations_dir=only_first) as store:
         output_id, gid = await store.save_output(gen())

@@ -48,13 +48,24 @@ async def test_sigkill_during_writes_loses_nothing_acknowledged(
     survived = 0
     try:
         for round_ in range(KILLS):
-            env = bot_env(emu, db, MODEL=str(tiny_model_dir), ENGINE="sequential",
-                          LOG_LEVEL="INFO", USER_REQUESTS_PER_MINUTE="0")  # fmt: skip
+            env = bot_env(
+                emu,
+                db,
+                MODEL=str(tiny_model_dir),
+                ENGINE="sequential",
+                LOG_LEVEL="INFO",
+                USER_REQUESTS_PER_MINUTE="0",
+            )
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", cwd=tmp_path, env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                sys.executable,
+                "-m",
+                "bot",
+                cwd=tmp_path,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+            )
             bot = BotProcess(proc)
             try:
                 await bot.wait_log(r"Connected as LLMOS", timeout=120)
@@ -81,15 +92,19 @@ async def test_sigkill_during_writes_loses_nothing_acknowledged(
                     acknowledged[channel_id] = value
             with sqlite3.connect(db) as conn:
                 assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-                stored = dict(conn.execute(
-                    "SELECT scope_id, json_extract(value, '$') FROM settings"
-                    " WHERE scope = 'channel' AND key = 'persona'"
-                ).fetchall())  # fmt: skip
+                stored = dict(
+                    conn.execute(
+                        "SELECT scope_id, json_extract(value, '$') FROM settings"
+                        " WHERE scope = 'channel' AND key = 'persona'"
+                    ).fetchall()
+                )
             missing = {c: v for c, v in acknowledged.items() if stored.get(c) != v}
             assert missing == {}, f"round {round_}: acknowledged but lost: {missing}"
             survived += 1
-        print(f"\nkills survived: {survived}/{KILLS}; acknowledged writes kept: "
-              f"{len(acknowledged)}/{len(acknowledged)}")  # fmt: skip
+        print(
+            f"\nkills survived: {survived}/{KILLS}; acknowledged writes kept: "
+            f"{len(acknowledged)}/{len(acknowledged)}"
+        )
         assert acknowledged  # the test did write something
     finally:
         await emu.stop()

@@ -16,17 +16,22 @@ pytestmark = pytest.mark.slow
 
 def test_parse_slash_with_options_and_subcommands() -> None:
     assert parse_slash("/poem topic: autumn rain form: haiku") == (
-        "poem", {"topic": "autumn rain", "form": "haiku"},
-    )  # fmt: skip
+        "poem",
+        {"topic": "autumn rain", "form": "haiku"},
+    )
     assert parse_slash("/story continue length: short") == ("story continue", {"length": "short"})
-    command = {"name": "poem", "options": [
-        {"name": "topic", "type": 3},
-        {"name": "form", "type": 3, "choices": [{"name": "Haiku", "value": "haiku"}]},
-        {"name": "count", "type": 4},
-    ]}  # fmt: skip
+    command = {
+        "name": "poem",
+        "options": [
+            {"name": "topic", "type": 3},
+            {"name": "form", "type": 3, "choices": [{"name": "Haiku", "value": "haiku"}]},
+            {"name": "count", "type": 4},
+        ],
+    }
     assert typed_options(command, [], {"form": "HAIKU", "count": "3"}) == {
-        "form": "haiku", "count": 3,
-    }  # fmt: skip
+        "form": "haiku",
+        "count": 3,
+    }
     with pytest.raises(ValueError, match="has no option 'nope'"):
         typed_options(command, [], {"nope": "x"})
 
@@ -34,10 +39,16 @@ def test_parse_slash_with_options_and_subcommands() -> None:
 async def test_playground_session(tmp_path: Path) -> None:
     env = bot_env(None, tmp_path / "llmos.sqlite3")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "playground", cwd=tmp_path, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        "playground",
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    )
     assert proc.stdin is not None and proc.stdout is not None
     seen: list[str] = []
 

@@ -73,18 +73,28 @@ def bot_env(emu: Emulator | None, db: Path, **extra: str) -> dict[str, str]:
 
 async def start_bot(emu: Emulator, db: Path, cwd: Path) -> BotProcess:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=cwd, env=bot_env(emu, db),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=cwd,
+        env=bot_env(emu, db),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     return BotProcess(proc)
 
 
 async def test_no_token_explains_and_exits_2(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=tmp_path, env=bot_env(None, tmp_path / "db.sqlite3"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=tmp_path,
+        env=bot_env(None, tmp_path / "db.sqlite3"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     text = (out + err).decode()
     assert proc.returncode == 2
@@ -96,9 +106,14 @@ async def test_no_token_explains_and_exits_2(tmp_path: Path) -> None:
 async def test_bad_setting_exits_2_naming_the_key(tmp_path: Path) -> None:
     env = bot_env(None, tmp_path / "db.sqlite3", DEVICE="gpu")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert "DEVICE='gpu' is not valid; use one of: auto, cpu, cuda, mps" in err.decode()
@@ -128,11 +143,12 @@ async def test_bot_process_answers_poem_and_stops_on_sigterm(tmp_path: Path) -> 
         assert TOKEN not in bot.log
         assert "Traceback" not in bot.log
 
-        # A second start with the same database loads the model from the cache, fast.
+        # A second start with the same database loads the model from the cache: no conversion.
+        # (How fast is a figure for the benchmark, not a pass/fail: a busy machine varies.)
         again = await start_bot(emu, db, tmp_path)
         processes.append(again)
-        loaded = await again.wait_log(r"Loaded SmolLM2-135M-Instruct on \w+ as \S+ in ([\d.]+) s")
-        assert float(loaded.group(1)) < 5.0
+        await again.wait_log(r"Loaded SmolLM2-135M-Instruct on \w+ as \S+ in ([\d.]+) s")
+        assert "Converting" not in again.log
         await again.wait_log(r"Connected as LLMOS", timeout=180)
         # The old output's buttons still work (their custom_id carries the generation id)...
         vote = await emu.click(alice, message, message.component("llmos:up:")["custom_id"])
@@ -170,9 +186,16 @@ async def test_db_status_and_upgrade_commands(tmp_path: Path) -> None:
 
     async def run(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "db", *args, cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "bot",
+            "db",
+            *args,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         return out.decode()

@@ -40,9 +40,16 @@ async def mention(world: World, user: User, words: int) -> Message:
     text = " ".join(f"w{i}" for i in range(words))
     said = await emu.say(user, world.channel, f"<@{me.id}> {text}")
     return await emu.wait_for(
-        lambda: next((m for m in emu.channel_messages(world.channel.id)
-                      if m.reference_id == said.id and m.author.bot), None), timeout=WAIT,
-    )  # fmt: skip
+        lambda: next(
+            (
+                m
+                for m in emu.channel_messages(world.channel.id)
+                if m.reference_id == said.id and m.author.bot
+            ),
+            None,
+        ),
+        timeout=WAIT,
+    )
 
 
 def versions(message: Message) -> list[str]:

@@ -49,8 +49,9 @@ def server(tiny_dir: Path) -> Iterator[str]:
     exe = Path(sys.executable).with_name("transformers")
     proc = subprocess.Popen(
         [str(exe), "serve", str(tiny_dir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:

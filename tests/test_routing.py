@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
-from bot.tasks import chat_task
-from bot.ui.respond import ATTACHED_NOTE, Written
+from bot.ui.render import ATTACHED_NOTE, attachments_for, written_embed
+from bot.writing.run import Written
+from bot.writing.tasks import chat_task
 from emulator import Channel, Message
-from tests.conftest import World
+from tests.conftest import World, assert_numbered_list
 
 
 def test_long_answers_are_cut_at_a_boundary_and_attached() -> None:
@@ -18,13 +19,13 @@ def test_long_answers_are_cut_at_a_boundary_and_attached() -> None:
     task = chat_task(load_settings({}, dotenv_path=None), "hi")
     text = "\n\n".join(f"Paragraph {i} " + "word " * 150 for i in range(8))
     written = Written(1, 7, text, task.title, "m", 1.0)
-    embed = written.embed(2, 3)
+    embed = written_embed(written, 2, 3)
     assert embed.footer.text == "m · 1.0 s · #7 · 2/3"
     assert embed.description is not None and embed.description.endswith(ATTACHED_NOTE)
     assert len(embed.description) <= 4096
     assert embed.description[: -len(ATTACHED_NOTE)].rstrip().endswith("word")  # whole words
-    assert [f.filename for f in written.files] == ["llmos-7.md"]
-    assert Written(1, 7, "short", task.title, "m", 1.0).files == []
+    assert [f.filename for f in attachments_for(written.text, 7)] == ["llmos-7.md"]
+    assert attachments_for("short", 7) == []
 
 
 async def channel_in_mode(world: World, name: str, mode: str) -> Channel:
@@ -75,16 +76,16 @@ async def test_brainstorm_mode_and_poem_about_a_message(world: World) -> None:
     room = await channel_in_mode(world, "ideas-room", "brainstorm")
     await emu.say(world.alice, room, f"<@{emu.bot_user.id}> a heist in a library")
     answers = await emu.wait_for(lambda: bot_answers(world, room), timeout=180)
-    lines = answers[0].embeds[0]["description"].splitlines()
-    assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4", "5"]
+    assert_numbered_list(answers[0].embeds[0]["description"], 5)
 
     said = await emu.say(world.bob, world.channel, "My grandmother kept bees on the roof.")
     poem = await emu.context_menu(world.alice, said, "Write a poem about this")
     done = await emu.wait_final(poem, lambda m: bool(m.embeds), timeout=180)
     assert done.embeds[0]["title"] == "Free verse · My grandmother kept bees on the roof."
 
-    styled = await emu.slash(world.alice, world.channel, "poem", topic="tea", form="haiku",
-                             style="playful")  # fmt: skip
+    styled = await emu.slash(
+        world.alice, world.channel, "poem", topic="tea", form="haiku", style="playful"
+    )
     await emu.wait_final(styled, lambda m: bool(m.embeds), timeout=180)
     rows = await world.services.store.fetchall(
         'SELECT prompt FROM generations WHERE prompt LIKE \'%"style": "playful"%\''

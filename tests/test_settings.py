@@ -17,8 +17,11 @@ async def answer(world: World, interaction: Interaction) -> Message:
 
 
 async def test_members_without_permission_are_refused(world: World) -> None:
-    for command, options in [("settings set", {"key": "temperature", "value": "0.5"}),
-                             ("settings show", {}), ("settings reset", {})]:  # fmt: skip
+    for command, options in [
+        ("settings set", {"key": "temperature", "value": "0.5"}),
+        ("settings show", {}),
+        ("settings reset", {}),
+    ]:
         interaction = await world.emu.slash(world.alice, world.channel, command, **options)
         message = await answer(world, interaction)
         assert message.content.startswith("Changing settings needs the Manage Channels")
@@ -28,12 +31,14 @@ async def test_members_without_permission_are_refused(world: World) -> None:
 
 async def test_server_defaults_and_channel_overrides(world: World) -> None:
     emu, prefs = world.emu, world.services.preferences
-    refused = await emu.slash(world.mod, world.channel, "settings set", key="mode",
-                              value="story", scope="server")  # fmt: skip
+    refused = await emu.slash(
+        world.mod, world.channel, "settings set", key="mode", value="story", scope="server"
+    )
     assert "Manage Server" in (await answer(world, refused)).content
 
-    done = await emu.slash(world.owner, world.channel, "settings set", key="mode",
-                           value="Story", scope="server")  # fmt: skip
+    done = await emu.slash(
+        world.owner, world.channel, "settings set", key="mode", value="Story", scope="server"
+    )
     assert (await answer(world, done)).content == "`mode` is now 'story' for the whole server."
     done = await emu.slash(world.mod, world.channel, "settings set", key="temperature", value="0.5")
     assert (await answer(world, done)).content == "`temperature` is now 0.5 for this channel."

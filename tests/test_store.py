@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -13,18 +12,64 @@ from bot.store.migrator import MIGRATIONS_DIR
 EXPECTED_SCHEMA = {
     "schema_migrations": ["version", "name", "applied_at"],
     "settings": ["scope", "scope_id", "guild_id", "key", "value", "updated_by", "updated_at"],
-    "outputs": ["id", "guild_id", "channel_id", "message_id", "requester_id", "command",
-                "chosen_id", "created_at"],
-    "generations": ["id", "output_id", "guild_id", "channel_id", "user_id", "command", "prompt",
-                    "params", "model", "output", "finish_reason", "refines_id", "refine_kind",
-                    "prompt_tokens", "completion_tokens", "queued_ms", "generation_ms",
-                    "created_at"],
+    "outputs": [
+        "id",
+        "guild_id",
+        "channel_id",
+        "message_id",
+        "requester_id",
+        "command",
+        "chosen_id",
+        "created_at",
+    ],
+    "generations": [
+        "id",
+        "output_id",
+        "guild_id",
+        "channel_id",
+        "user_id",
+        "command",
+        "prompt",
+        "params",
+        "model",
+        "output",
+        "finish_reason",
+        "refines_id",
+        "refine_kind",
+        "prompt_tokens",
+        "completion_tokens",
+        "queued_ms",
+        "generation_ms",
+        "created_at",
+    ],
     "feedback": ["id", "generation_id", "user_id", "kind", "value", "created_at", "output_id"],
-    "stories": ["id", "guild_id", "channel_id", "title", "premise", "genre", "status", "summary",
-                "summary_upto", "created_by", "created_at", "ended_at"],
-    "story_segments": ["id", "story_id", "channel_id", "author_id", "text", "position", "source",
-                       "generation_id", "message_id", "created_at"],
-}  # fmt: skip
+    "stories": [
+        "id",
+        "guild_id",
+        "channel_id",
+        "title",
+        "premise",
+        "genre",
+        "status",
+        "summary",
+        "summary_upto",
+        "created_by",
+        "created_at",
+        "ended_at",
+    ],
+    "story_segments": [
+        "id",
+        "story_id",
+        "channel_id",
+        "author_id",
+        "text",
+        "position",
+        "source",
+        "generation_id",
+        "message_id",
+        "created_at",
+    ],
+}
 
 
 async def schema(store: Store) -> dict[str, list[str]]:
@@ -38,12 +83,30 @@ async def schema(store: Store) -> dict[str, list[str]]:
     return out
 
 
+def copy_migrations(target: Path, *names: str) -> Path:
+    """Copy the shipped migration files (all, or those named) into a new folder `target`."""
+    target.mkdir()
+    for item in MIGRATIONS_DIR.iterdir():
+        if item.name.endswith(".sql") and (not names or item.name in names):
+            (target / item.name).write_text(item.read_text(encoding="utf-8"), encoding="utf-8")
+    return target
+
+
 def gen(**overrides: object) -> NewGeneration:
     values: dict[str, object] = dict(
-        channel_id=10, user_id=20, command="poem", prompt={"topic": "rain"}, params={},
-        model="m", output="text", finish_reason="stop", prompt_tokens=3,
-        completion_tokens=4, queued_ms=1, generation_ms=2,
-    )  # fmt: skip
+        channel_id=10,
+        user_id=20,
+        command="poem",
+        prompt={"topic": "rain"},
+        params={},
+        model="m",
+        output="text",
+        finish_reason="stop",
+        prompt_tokens=3,
+        completion_tokens=4,
+        queued_ms=1,
+        generation_ms=2,
+    )
     values.update(overrides)
     return NewGeneration(**values)  # type: ignore[arg-type]
 
@@ -76,8 +139,7 @@ async def test_upgrading_twice_changes_nothing(tmp_path: Path) -> None:
 
 
 async def test_broken_migration_rolls_back(tmp_path: Path) -> None:
-    migrations = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, migrations)
+    migrations = copy_migrations(tmp_path / "migrations")
     (migrations / "9998_ok_part.sql").write_text("CREATE TABLE extra (id INTEGER);\n")
     (migrations / "9999_broken.sql").write_text(
         "CREATE TABLE half (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"
@@ -96,8 +158,7 @@ async def test_broken_migration_rolls_back(tmp_path: Path) -> None:
 
 
 async def test_unknown_migration_is_refused(tmp_path: Path) -> None:
-    migrations = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, migrations)
+    migrations = copy_migrations(tmp_path / "migrations")
     (migrations / "9999_future.sql").write_text("CREATE TABLE future (id INTEGER);\n")
     path = tmp_path / "db.sqlite3"
     async with Store.open(path, migrations_dir=migrations):

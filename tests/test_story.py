@@ -9,9 +9,10 @@ import pytest
 
 from bot.generation.engine import TransformersEngine
 from bot.generation.queue import GenerationQueue
+from bot.prompts.story import continue_prompt
 from bot.store import Store, Stories
-from bot.story import StoryContext
-from bot.ui.respond import split_for_discord
+from bot.ui.render import split_for_discord
+from bot.writing.story import StoryContext
 from emulator import Channel, Interaction, Message
 from tests.conftest import World
 
@@ -32,15 +33,19 @@ async def test_300_segments_keep_the_premise_within_budget(
     async with Store.open(tmp_path / "db.sqlite3") as store, GenerationQueue(tiny_engine) as queue:
         stories = Stories(store)
         story = await stories.start(
-            guild_id=1, channel_id=2, title="The Glass Harbour",
-            premise="A lighthouse keeper finds a door in the sea", genre="fantasy", created_by=3,
-        )  # fmt: skip
+            guild_id=1,
+            channel_id=2,
+            title="The Glass Harbour",
+            premise="A lighthouse keeper finds a door in the sea",
+            genre="fantasy",
+            created_by=3,
+        )
         for i in range(300):
             text = f"Part {i}: the keeper walks the stairs and counts the waves."
             await stories.add(story.id, channel_id=2, author_id=3 + i % 4, source="user", text=text)
         context = StoryContext(stories, queue, budget=400)
         story, recent = await context.window(story, user_id=3)
-        prompt = context.continue_prompt(story, recent, direction=None, length="short")
+        prompt = continue_prompt(story, recent, direction=None, length="short")
         rendered = prompt.messages[-1].content
         assert "A lighthouse keeper finds a door in the sea" in rendered
         assert story.summary and story.summary_upto >= 250  # older parts folded into it
@@ -79,9 +84,16 @@ async def eventually(check: Any, timeout: float = 10) -> None:
 async def test_story_commands_and_messages(world: World) -> None:
     emu = world.emu
     channel = await emu.open_channel(world.guild, "story-room")
-    started = await reply(world, await emu.slash(
-        world.alice, channel, "story start", premise="Two rival bakers share one oven",
-        genre="comedy"))  # fmt: skip
+    started = await reply(
+        world,
+        await emu.slash(
+            world.alice,
+            channel,
+            "story start",
+            premise="Two rival bakers share one oven",
+            genre="comedy",
+        ),
+    )
     assert "**Two rival bakers share one oven** begins here" in started.content
 
     await emu.say(world.alice, channel, "Mina lit the oven before dawn, humming.")
@@ -97,8 +109,10 @@ async def test_story_commands_and_messages(world: World) -> None:
 
     async def edited() -> bool:
         texts = [s.text for s in await segments(world, channel)]
-        return texts == ["Mina lit the oven before dawn, humming.",
-                         "Oskar arrived with a sack of rye and a much older grudge."]  # fmt: skip
+        return texts == [
+            "Mina lit the oven before dawn, humming.",
+            "Oskar arrived with a sack of rye and a much older grudge.",
+        ]
 
     await eventually(edited)
 
@@ -145,10 +159,15 @@ async def test_story_commands_and_messages(world: World) -> None:
 async def test_mention_and_automatic_turn_and_thread(world: World) -> None:
     emu = world.emu
     channel = await emu.open_channel(world.guild, "auto-story")
-    await reply(world, await emu.slash(world.mod, channel, "settings set",
-                                       key="story_auto_turn", value="2"))  # fmt: skip
-    await reply(world, await emu.slash(world.alice, channel, "story start",
-                                       premise="A town where clocks run backwards"))  # fmt: skip
+    await reply(
+        world, await emu.slash(world.mod, channel, "settings set", key="story_auto_turn", value="2")
+    )
+    await reply(
+        world,
+        await emu.slash(
+            world.alice, channel, "story start", premise="A town where clocks run backwards"
+        ),
+    )
     await emu.say(world.alice, channel, "Nobody in Velden owned a calendar.")
     await emu.say(world.bob, channel, "The baker sold yesterday's bread tomorrow.")
     bot_turn = await emu.wait_for(

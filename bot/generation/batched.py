@@ -17,13 +17,8 @@ from typing import Any, Literal
 import torch
 from transformers import StoppingCriteriaList
 
-from bot.generation.engine import (
-    EngineJob,
-    RowsDone,
-    RowsStreamer,
-    TransformersEngine,
-    generation_kwargs,
-)
+from bot.generation.base import EngineJob
+from bot.generation.engine import RowsDone, RowsStreamer, TransformersEngine, generation_kwargs
 from bot.generation.types import EngineOutput
 
 

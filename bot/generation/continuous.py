@@ -3,7 +3,7 @@
 The manager runs its own generation loop over a paged KV cache and admits new requests between
 decoding steps, so a request that arrives while others run starts at once instead of waiting
 for a whole batch. That is what a GPU wants; on a small CPU the left-padded batched engine is
-faster (see `python -m bot.bench`).
+faster (see `python -m tools.bench`).
 
 Limits of transformers' implementation that this engine inherits: repetition penalty is not
 applied (greedy decoding of a small model loops sooner), and sampling parameters other than
@@ -19,7 +19,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from bot.generation.engine import EngineJob, TransformersEngine
+from bot.generation.base import EngineJob
+from bot.generation.engine import TransformersEngine
 from bot.generation.types import EngineOutput
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,14 @@ class ContinuousEngine(TransformersEngine):
                 # Sampling on, so per-request temperature/top-p/top-k processors exist; greedy
                 # requests ask for top_k=1.
                 config = GenerationConfig(
-                    do_sample=True, temperature=0.8, top_p=0.95, top_k=50,
+                    do_sample=True,
+                    temperature=0.8,
+                    top_p=0.95,
+                    top_k=50,
                     eos_token_id=self.tokenizer.eos_token_id,
-                    pad_token_id=self.tokenizer.pad_token_id, max_new_tokens=256,
-                )  # fmt: skip
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    max_new_tokens=256,
+                )
                 cb = ContinuousBatchingConfig(
                     max_memory_percent=self.memory_fraction,
                     # Tokens per step; left to itself it sizes for a GPU and can leave no
@@ -109,9 +114,12 @@ class ContinuousEngine(TransformersEngine):
                 sampling = {"temperature": 1.0, "top_p": 1.0, "top_k": 1}
             self._routes[request.id] = inbox
             manager.add_request(
-                self.encode(request)[0].tolist(), request_id=request.id,
-                max_new_tokens=p.max_new_tokens, streaming=True, **sampling,
-            )  # fmt: skip
+                self.encode(request)[0].tolist(),
+                request_id=request.id,
+                max_new_tokens=p.max_new_tokens,
+                streaming=True,
+                **sampling,
+            )
             ids[request.id] = job
             job.emit(request.prompt.prefix)
         outputs: dict[str, EngineOutput | BaseException] = {}

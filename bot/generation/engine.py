@@ -1,60 +1,23 @@
-"""Engines: what turns a batch of requests into text. The queue owns exactly one.
+"""The local transformers engine, and what the batched and continuous engines share with it.
 
-The interface is deliberately small so that a batching engine, transformers' continuous
-batching, or a remote OpenAI-compatible server can stand behind the same queue:
-
-    engine.generate(jobs) -> list[EngineOutput | BaseException]
-
-`generate` runs in the queue's worker thread. For each job it streams text with `job.emit()`,
-checks `job.should_stop()` at every token (cancel and timeout), and returns one entry per job,
-in order: an `EngineOutput`, or the exception that ended that job alone. Raising fails the
-whole call.
+`TransformersEngine` runs one request at a time. The shared pieces: `render_prompt` (chat
+template or plain text), `generation_kwargs` (sampling parameters for transformers),
+`RowsDone` and `RowsStreamer` (each row's own stop condition and text stream), and
+`torch_failure` (recognising out-of-memory). The interface itself is in `bot.generation.base`.
 """
 
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from bot.generation.types import EngineOutput, GenerationRequest, Prompt
-
-
-class EngineJob(Protocol):
-    """The engine's view of one request (implemented by the queue's handle)."""
-
-    request: GenerationRequest
-
-    def emit(self, text: str) -> None: ...
-
-    def should_stop(self) -> bool: ...
-
-
-class Engine(ABC):
-    """Turns jobs into text. Subclasses set `model_name`, `max_batch` and `context_length`."""
-
-    model_name: str = "unknown"
-    max_batch: int = 1  # most requests in flight at once
-    context_length: int = 2048
-    # False: the queue waits for one `generate` call to end before the next (a local model).
-    # True: calls overlap, up to `max_batch` requests in all (a server that batches itself).
-    concurrent: bool = False
-
-    @abstractmethod
-    def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
-        """Run `jobs` (in the worker thread); see the module docstring."""
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens in `text` for this model (a rough estimate by default)."""
-        return max(1, len(text) // 4)
-
-    def close(self) -> None:
-        """Release resources."""
+from bot.generation.base import Engine, EngineJob
+from bot.generation.types import EngineFailure, EngineOutput, GenerationRequest, OutOfMemory, Prompt
 
 
 def render_prompt(prompt: Prompt, tokenizer: Any) -> tuple[str, bool]:
@@ -131,6 +94,16 @@ class RowsStreamer(BaseStreamer):
             self._flush(i, final=True)
 
 
+def torch_failure(exc: BaseException) -> type[EngineFailure]:
+    """`Engine.failure` for a torch model: `OutOfMemory` for torch's out-of-memory error (after
+    emptying the accelerator's cache), else `EngineFailure`."""
+    if not isinstance(exc, torch.OutOfMemoryError):
+        return EngineFailure
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return OutOfMemory
+
+
 def generation_kwargs(request: GenerationRequest, tokenizer: Any) -> dict[str, Any]:
     """transformers `generate` arguments for a request's sampling parameters."""
     p = request.params
@@ -161,6 +134,9 @@ class TransformersEngine(Engine):
         self.max_batch = 1
         self.context_length = int(getattr(model.config, "max_position_embeddings", None) or 2048)
         self._lock = threading.Lock()  # generate() is not re-entrant
+
+    def failure(self, exc: BaseException) -> type[EngineFailure]:
+        return torch_failure(exc)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

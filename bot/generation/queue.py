@@ -19,8 +19,9 @@ Promises:
   raises, the requests of that call get `EngineFailure` and the worker goes on. If the engine
   hangs past every deadline in its call, those requests fail and a fresh worker thread takes
   over; so does one that finds its thread pool gone. Running out of memory fails only that
-  call's requests (`OutOfMemory`, with the accelerator's cache emptied). If the scheduling loop
-  itself dies, every waiter gets the error rather than hanging, and a new loop starts.
+  call's requests, with `OutOfMemory`: the engine recognises it (`engine.failure`) and frees
+  the accelerator's cache. If the scheduling loop itself dies, every waiter gets the error
+  rather than hanging, and a new loop starts.
 - `close()` (or leaving `async with`) ends every waiting and running request with
   `ShuttingDown` and returns once the worker has stopped.
 """
@@ -37,8 +38,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
+from bot.generation.base import Engine
 from bot.generation.types import (
     EngineFailure,
     EngineOutput,
@@ -47,14 +48,10 @@ from bot.generation.types import (
     GenerationRequest,
     GenerationResult,
     GenerationTimeout,
-    OutOfMemory,
     QueueFull,
     ShuttingDown,
     TooManyPending,
 )
-
-if TYPE_CHECKING:
-    from bot.generation.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +427,7 @@ class GenerationQueue:
             return
         except Exception as exc:
             log.exception("engine failed on %d request(s)", len(batch))
-            error = _engine_error(exc)
+            error = self.engine.failure(exc)
             for handle in batch:
                 handle._fail(error(f"{type(exc).__name__}: {exc}"))
             return
@@ -444,7 +441,8 @@ class GenerationQueue:
             return
         for handle, output in zip(batch, outputs, strict=True):
             if isinstance(output, BaseException):
-                handle._fail(_engine_error(output)(f"{type(output).__name__}: {output}"))
+                error = self.engine.failure(output)
+                handle._fail(error(f"{type(output).__name__}: {output}"))
             else:
                 handle._finish(output, self.engine.model_name)
 
@@ -475,14 +473,3 @@ class GenerationQueue:
                 await asyncio.wait_for(asyncio.shield(self._inflight), 5.0)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _engine_error(exc: BaseException) -> type[EngineFailure]:
-    """The error a failed engine call gives its requests; out-of-memory also frees the cache."""
-    import torch
-
-    if not isinstance(exc, torch.OutOfMemoryError):
-        return EngineFailure
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return OutOfMemory

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from bot.generation.engine import Engine, EngineJob
+from bot.generation.base import Engine, EngineJob
 from bot.generation.types import EngineOutput
 
 log = logging.getLogger(__name__)

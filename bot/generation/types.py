@@ -68,9 +68,16 @@ class SamplingParams:
 
     def batch_key(self) -> tuple[Any, ...]:
         """What must be equal for two requests to be decoded in one batch."""
-        return (self.method, self.temperature, self.top_p, self.top_k,
-                self.repetition_penalty, self.num_beams, self.seed,
-                self.min_new_tokens)  # fmt: skip
+        return (
+            self.method,
+            self.temperature,
+            self.top_p,
+            self.top_k,
+            self.repetition_penalty,
+            self.num_beams,
+            self.seed,
+            self.min_new_tokens,
+        )
 
 
 def _new_id() -> str:

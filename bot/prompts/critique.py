@@ -75,8 +75,9 @@ _SCENE_EXAMPLE = (
 
 
 def scene_heading(setting: str) -> str:
-    outdoors = re.search(r"\b(street|forest|beach|field|garden|outside|sea|road|park|roof)\b",
-                         setting, re.I)  # fmt: skip
+    outdoors = re.search(
+        r"\b(street|forest|beach|field|garden|outside|sea|road|park|roof)\b", setting, re.I
+    )
     return f"{'EXT.' if outdoors else 'INT.'} {tidy_user_text(setting, 80).upper()} - NIGHT"
 
 

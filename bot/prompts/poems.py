@@ -148,8 +148,9 @@ def acrostic_line_prompt(topic: str, letter: str, word: str) -> Prompt:
     )
     return Prompt(
         messages=(Message("system", SYSTEM), Message("user", ask)),
-        plain=f'A line about "{topic}":\n', prefix=letter,
-    )  # fmt: skip
+        plain=f'A line about "{topic}":\n',
+        prefix=letter,
+    )
 
 
 def _example_instruction(form: str, topic: str, spec: PoemForm) -> str:

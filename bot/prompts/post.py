@@ -85,8 +85,9 @@ def _split_long_rows(rows: list[str], lines: int) -> list[str]:
         middle = len(row) // 2
         cuts = [m.end() for m in _SEAM.finditer(row) if 8 < m.end() < len(row) - 8]
         if not cuts:  # no punctuation: a conjunction is the next best seam
-            cuts = [m.start() + 1 for m in _CONJUNCTION.finditer(row)
-                    if 12 < m.start() < len(row) - 12]  # fmt: skip
+            cuts = [
+                m.start() + 1 for m in _CONJUNCTION.finditer(row) if 12 < m.start() < len(row) - 12
+            ]
         if not cuts:
             break
         cut = min(cuts, key=lambda c: abs(c - middle))

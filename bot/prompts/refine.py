@@ -11,9 +11,15 @@ SYSTEM = (
     "the rewritten text only: no title, no comments."
 )
 WHAT = {
-    "poem": "poem", "brainstorm": "list of ideas", "expand": "paragraph", "critique": "critique",
-    "scene": "scene", "story": "story passage", "chat": "answer", "recap": "summary",
-}  # fmt: skip
+    "poem": "poem",
+    "brainstorm": "list of ideas",
+    "expand": "paragraph",
+    "critique": "critique",
+    "scene": "scene",
+    "story": "story passage",
+    "chat": "answer",
+    "recap": "summary",
+}
 HOW = {
     "longer": "make it about twice as long, with more vivid detail, in the same form and voice",
     "shorter": "make it about half as long, keeping only its strongest lines",

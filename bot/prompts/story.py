@@ -6,8 +6,11 @@ from bot.generation.types import Message, Prompt
 from bot.prompts.poems import tidy_user_text
 from bot.store import StoryRecord
 
-LENGTHS = {"short": ("two or three sentences", 70), "medium": ("one paragraph", 130),
-           "long": ("two paragraphs", 230)}  # fmt: skip
+LENGTHS = {
+    "short": ("two or three sentences", 70),
+    "medium": ("one paragraph", 130),
+    "long": ("two paragraphs", 230),
+}
 SYSTEM = (
     "You are LLMOS, co-writing a story with a community of writers. You write only the next "
     "part of the story, in prose, in the same voice and tense; no titles, no notes. The story "
@@ -22,9 +25,13 @@ def story_header(story: StoryRecord) -> str:
 
 
 def continue_prompt(
-    story: StoryRecord, recent: list[str], *, direction: str | None, length: str,
+    story: StoryRecord,
+    recent: list[str],
+    *,
+    direction: str | None,
+    length: str,
     persona: str = "",
-) -> Prompt:  # fmt: skip
+) -> Prompt:
     """The prompt that writes the next segment."""
     words, _tokens = LENGTHS[length]
     steer = f' Steer it this way: "{tidy_user_text(direction, 300)}".' if direction else ""
@@ -50,7 +57,6 @@ def recap_prompt(story: StoryRecord, recent: list[str]) -> Prompt:
         "Recap the story so far in three to five sentences for someone who just arrived."
     )
     return Prompt(
-        messages=(Message("system", "You recap stories briefly and warmly."),
-                  Message("user", ask)),
+        messages=(Message("system", "You recap stories briefly and warmly."), Message("user", ask)),
         plain=f"{story.title}\n\n{body}\n\nThe story so far, in brief:",
-    )  # fmt: skip
+    )

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from bot.store import Store, utcnow
+from bot.store.database import Store, utcnow
 
 UP, DOWN = 1, -1
 
@@ -175,16 +175,20 @@ class Feedback:
             kept = [a for a in alternatives if a["kept"]]
             chosen = kept + [a for a in alternatives if a["score"] > 0 and not a["kept"]]
             rejected = [
-                a for a in alternatives
+                a
+                for a in alternatives
                 if not a["kept"] and (a["score"] < 0 or (kept and a["score"] <= 0))
-            ]  # fmt: skip
+            ]
             for good in chosen:
                 for bad in rejected:
                     if good["output"].strip() != bad["output"].strip():
                         pairs.append(
-                            {"prompt": prompt, "chosen": _said(good["output"]),
-                             "rejected": _said(bad["output"])}
-                        )  # fmt: skip
+                            {
+                                "prompt": prompt,
+                                "chosen": _said(good["output"]),
+                                "rejected": _said(bad["output"]),
+                            }
+                        )
             sft += [{"messages": prompt + _said(a["output"])} for a in kept]
         return pairs, sft
 
@@ -261,8 +265,9 @@ def conversation(prompt: Any) -> list[dict[str, str]] | None:
         return None
     messages = [
         {"role": str(m.get("role")), "content": str(m.get("content"))}
-        for m in data.get("messages") or [] if isinstance(m, dict)
-    ]  # fmt: skip
+        for m in data.get("messages") or []
+        if isinstance(m, dict)
+    ]
     if not messages and data.get("plain"):
         messages = [{"role": "user", "content": str(data["plain"])}]
     return messages or None

@@ -1,8 +1,10 @@
 """Plain numbered SQL migrations (`migrations/NNNN_name.sql`), recorded inside the database.
 
-Each file is applied together with its row in `schema_migrations` in one transaction: a failing
-migration leaves the database exactly as it was. Landed files are never edited; a schema change
-is a new file.
+The files ship inside the top-level `migrations` package (as package data) and are found through
+`importlib.resources`, so an installed bot finds them as well as a checkout does. Each file is
+applied together with its row in `schema_migrations` in one transaction: a failing migration
+leaves the database exactly as it was. Landed files are never edited; a schema change is a new
+file.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import aiosqlite
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# The shipped migrations. Tests pass a `Path` of their own instead; both are `Traversable`.
+MIGRATIONS_DIR: Traversable = files("migrations")
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -26,7 +31,7 @@ class MigrationError(RuntimeError):
 class Migration:
     version: int
     name: str
-    path: Path
+    path: Path | Traversable
 
     @property
     def label(self) -> str:
@@ -39,10 +44,11 @@ class MigrationState:
     applied_at: str | None
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover(directory: Path | Traversable = MIGRATIONS_DIR) -> list[Migration]:
     """The migration files in `directory`, in version order; duplicates are an error."""
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    sql_files = [item for item in directory.iterdir() if item.name.endswith(".sql")]
+    for path in sorted(sql_files, key=lambda item: item.name):
         match = _NAME_RE.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNNN_lower_name.sql")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# `bot.store` imports this module last, once these names exist.
-from bot.store import Store, utcnow
+from bot.store.database import Store, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +48,15 @@ class Stories:
         self.store = store
 
     async def start(
-        self, *, guild_id: int | None, channel_id: int, title: str, premise: str,
-        genre: str | None, created_by: int,
-    ) -> StoryRecord:  # fmt: skip
+        self,
+        *,
+        guild_id: int | None,
+        channel_id: int,
+        title: str,
+        premise: str,
+        genre: str | None,
+        created_by: int,
+    ) -> StoryRecord:
         """Begin a story in a channel; raises `StoryExists` if one is active there."""
         if await self.active(channel_id) is not None:
             raise StoryExists(channel_id)
@@ -78,9 +83,16 @@ class Stories:
         return StoryRecord(**dict(rows[0])) if rows else None
 
     async def add(
-        self, story_id: int, *, channel_id: int, author_id: int | None, text: str, source: str,
-        generation_id: int | None = None, message_id: int | None = None,
-    ) -> SegmentRecord:  # fmt: skip
+        self,
+        story_id: int,
+        *,
+        channel_id: int,
+        author_id: int | None,
+        text: str,
+        source: str,
+        generation_id: int | None = None,
+        message_id: int | None = None,
+    ) -> SegmentRecord:
         """Append a segment at the next position."""
         async with self.store.transaction() as db:
             cur = await db.execute(
@@ -88,9 +100,18 @@ class Stories:
                 " source, generation_id, message_id, created_at) VALUES (?, ?, ?, ?,"
                 " (SELECT COALESCE(MAX(position), 0) + 1 FROM story_segments WHERE story_id = ?),"
                 " ?, ?, ?, ?)",
-                (story_id, channel_id, author_id, text, story_id, source, generation_id,
-                 message_id, utcnow()),
-            )  # fmt: skip
+                (
+                    story_id,
+                    channel_id,
+                    author_id,
+                    text,
+                    story_id,
+                    source,
+                    generation_id,
+                    message_id,
+                    utcnow(),
+                ),
+            )
             segment_id = cur.lastrowid
         rows = await self.store.fetchall("SELECT * FROM story_segments WHERE id = ?", (segment_id,))
         return SegmentRecord(**dict(rows[0]))

@@ -18,10 +18,20 @@ def feedback_chart(stats: Stats, title: str) -> bytes:
     FigureCanvasAgg(figure)
     votes, keeps = figure.subplots(1, 2)
     positions = range(len(names))
-    votes.bar([p - 0.2 for p in positions], [t.up for t in stats.by_command], 0.4,
-              label="👍", color="#5cb85c")  # fmt: skip
-    votes.bar([p + 0.2 for p in positions], [t.down for t in stats.by_command], 0.4,
-              label="👎", color="#d9534f")  # fmt: skip
+    votes.bar(
+        [p - 0.2 for p in positions],
+        [t.up for t in stats.by_command],
+        0.4,
+        label="👍",
+        color="#5cb85c",
+    )
+    votes.bar(
+        [p + 0.2 for p in positions],
+        [t.down for t in stats.by_command],
+        0.4,
+        label="👎",
+        color="#d9534f",
+    )
     votes.set_title("votes")
     keeps.bar(list(positions), [100 * t.keep_rate for t in stats.by_command], color="#7b68ee")
     keeps.set_title("kept (%)")

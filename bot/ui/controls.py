@@ -2,26 +2,27 @@
 
 Output buttons are `DynamicItem`s whose custom_id is `llmos:<action>:<generation id>`, so any
 button on any output, however old, is understood after a restart. What a button does is up to
-the cog registered as the handler (`cogs.refine`); this module only draws and routes.
+the handler a cog registers for its bot in `cog_load` (`handle_output_controls`,
+`handle_expand_menu`); this module only draws and routes.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import discord
+from discord.ext import commands
 
 from bot.prompts.brainstorm import parse_ideas
+from bot.store import GenerationRecord
 from bot.ui.replies import apologise, refuse
 
 log = logging.getLogger(__name__)
-
-
-HANDLER_COG = "Refine"
-BRAINSTORM_COG = "Brainstorm"
 
 # action: (emoji, label, row). Labels are kept short: five buttons share a row on a phone.
 BUTTONS: dict[str, tuple[str, str | None, int]] = {
@@ -40,8 +41,13 @@ BUTTONS: dict[str, tuple[str, str | None, int]] = {
 
 # The same controls as reactions (on any output, old ones too): emoji -> action.
 REACTIONS = {
-    "🔁": "regenerate", "➕": "longer", "➖": "shorter", "✅": "keep", "👍": "up", "👎": "down",
-}  # fmt: skip
+    "🔁": "regenerate",
+    "➕": "longer",
+    "➖": "shorter",
+    "✅": "keep",
+    "👍": "up",
+    "👎": "down",
+}
 
 
 def control_id(action: str, generation_id: int) -> str:
@@ -68,6 +74,48 @@ class ControlHandler(Protocol):
     ) -> None: ...
 
 
+class ExpandHandler(Protocol):
+    async def expand(
+        self, interaction: discord.Interaction, generation_id: int, index: int
+    ) -> None: ...
+
+
+@dataclass
+class _Routes:
+    """Where one bot's component presses go."""
+
+    output: ControlHandler | None = None
+    expand: ExpandHandler | None = None
+
+
+# Per client, so that two bots in one process (tests) each reach their own cogs.
+_ROUTES: weakref.WeakKeyDictionary[discord.Client, _Routes] = weakref.WeakKeyDictionary()
+
+
+def _routes(client: discord.Client) -> _Routes:
+    return _ROUTES.setdefault(client, _Routes())
+
+
+def handle_output_controls(bot: commands.Bot, handler: ControlHandler | None) -> None:
+    """Send presses of the buttons under every output on `bot` to `handler` (from a cog's
+    `cog_load`); None (from `cog_unload`) stops listening for them."""
+    _routes(bot).output = handler
+    if handler is None:
+        bot.remove_dynamic_items(OutputControl)
+    else:
+        bot.add_dynamic_items(OutputControl)
+
+
+def handle_expand_menu(bot: commands.Bot, handler: ExpandHandler | None) -> None:
+    """Send choices in the expand menu under brainstormed lists on `bot` to `handler`; None
+    stops listening for them."""
+    _routes(bot).expand = handler
+    if handler is None:
+        bot.remove_dynamic_items(ExpandIdea)
+    else:
+        bot.add_dynamic_items(ExpandIdea)
+
+
 class OutputControl(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"llmos:(?P<action>[a-z]+):(?P<gid>\d+)",
@@ -75,9 +123,14 @@ class OutputControl(
     """One button of an output's controls."""
 
     def __init__(
-        self, action: str, generation_id: int, *, label: str | None = None,
-        disabled: bool = False, row: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        action: str,
+        generation_id: int,
+        *,
+        label: str | None = None,
+        disabled: bool = False,
+        row: int | None = None,
+    ) -> None:
         emoji, default_label, default_row = BUTTONS.get(action, (None, None, 0))
         super().__init__(
             discord.ui.Button(
@@ -99,18 +152,14 @@ class OutputControl(
         return cls(match["action"], int(match["gid"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        handler: ControlHandler | None = interaction.client.get_cog(HANDLER_COG)  # type: ignore[attr-defined]
+        handler = _routes(interaction.client).output
         await run_handler(
-            interaction, "button",
-            None if handler is None
+            interaction,
+            "button",
+            None
+            if handler is None
             else lambda: handler.on_control(interaction, self.action, self.generation_id),
-        )  # fmt: skip
-
-
-class ExpandHandler(Protocol):
-    async def expand(
-        self, interaction: discord.Interaction, generation_id: int, index: int
-    ) -> None: ...
+        )
 
 
 class ExpandIdea(
@@ -120,8 +169,10 @@ class ExpandIdea(
     generation id, so it keeps working after a restart."""
 
     def __init__(self, generation_id: int, count: int) -> None:
-        options = [discord.SelectOption(label=f"Expand idea {i}", value=str(i))
-                   for i in range(1, max(1, count) + 1)]  # fmt: skip
+        options = [
+            discord.SelectOption(label=f"Expand idea {i}", value=str(i))
+            for i in range(1, max(1, count) + 1)
+        ]
         super().__init__(
             discord.ui.Select(
                 custom_id=f"brainstorm:expand:{generation_id}",
@@ -140,19 +191,25 @@ class ExpandIdea(
         return cls(int(match["gid"]), count)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        handler: ExpandHandler | None = interaction.client.get_cog(BRAINSTORM_COG)  # type: ignore[attr-defined]
+        handler = _routes(interaction.client).expand
         index = int(self.item.values[0])
         await run_handler(
-            interaction, "menu",
-            None if handler is None
+            interaction,
+            "menu",
+            None
+            if handler is None
             else lambda: handler.expand(interaction, self.generation_id, index),
-        )  # fmt: skip
+        )
 
 
 def output_controls(
-    generation_id: int, position: int = 1, total: int = 1, *, command: str = "",
+    generation_id: int,
+    position: int = 1,
+    total: int = 1,
+    *,
+    command: str = "",
     text: str = "",
-) -> discord.ui.View:  # fmt: skip
+) -> discord.ui.View:
     """The controls for the alternative `generation_id`, shown as `position`/`total`; a
     brainstormed list (`command`, `text`) also gets its expand menu."""
     view = discord.ui.View(timeout=None)
@@ -169,6 +226,11 @@ def output_controls(
         if ideas:
             view.add_item(ExpandIdea(generation_id, min(ideas, 25)))
     return view
+
+
+def controls_for(record: GenerationRecord, position: int, total: int) -> discord.ui.View:
+    """The buttons under the stored version `record`, shown as `position`/`total`."""
+    return output_controls(record.id, position, total, command=record.command, text=record.output)
 
 
 class CancelView(discord.ui.View):

@@ -1,6 +1,6 @@
 """Quality check: a fixed battery of prompts per command, scored for form compliance.
 
-    python -m bot.eval [--per-command 10]
+    python -m tools.eval [--per-command 10]
 
 Runs the same tasks the cogs run (prompts, post-processing, the one retry) on the configured
 model and prints, per command, the share of outputs that meet their form: a haiku has 3 lines,
@@ -19,20 +19,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.config import load_settings
-from bot.generation import build_engine
+from bot.generation.factory import build_engine
 from bot.generation.queue import GenerationQueue
 from bot.generation.types import GenerationRequest
 from bot.prompts.brainstorm import parse_ideas
 from bot.prompts.critique import character_cues, has_dialogue
 from bot.prompts.poems import acrostic_word
-from bot.tasks import brainstorm_task, chat_task, critique_task, poem_task, scene_task
-from bot.ui.respond import Task, complete
+from bot.writing.run import Task, complete
+from bot.writing.tasks import brainstorm_task, chat_task, critique_task, poem_task, scene_task
 
 TOPICS = [
-    "autumn rain", "a lighthouse", "the last train home", "a fox in the snow", "old letters",
-    "the sea at night", "a city waking up", "my grandmother's kitchen", "a broken clock",
-    "first frost", "a paper boat", "bees in summer",
-]  # fmt: skip
+    "autumn rain",
+    "a lighthouse",
+    "the last train home",
+    "a fox in the snow",
+    "old letters",
+    "the sea at night",
+    "a city waking up",
+    "my grandmother's kitchen",
+    "a broken clock",
+    "first frost",
+    "a paper boat",
+    "bees in summer",
+]
 PASSAGES = [
     "The door creaked. Nobody was there. She went inside and the house was dark and cold.",
     "He ran fast. The dog ran faster. In the end they both sat down in the grass, panting.",
@@ -88,14 +97,18 @@ def battery(per_command: int) -> list[Case]:
     cases: list[Case] = []
     for form, lines in (("haiku", 3), ("tanka", 5), ("limerick", 5)):
         cases += [Case(f"poem:{form}", poem_task(s, t, form), lines_exactly(lines)) for t in topics]
-    cases += [Case("poem:acrostic", poem_task(s, t, "acrostic"), spells(acrostic_word(t)))
-              for t in topics]  # fmt: skip
-    cases += [Case("poem:free_verse", poem_task(s, t, "free_verse"), lambda t: t.count("\n") >= 2)
-              for t in topics]  # fmt: skip
+    cases += [
+        Case("poem:acrostic", poem_task(s, t, "acrostic"), spells(acrostic_word(t))) for t in topics
+    ]
+    cases += [
+        Case("poem:free_verse", poem_task(s, t, "free_verse"), lambda t: t.count("\n") >= 2)
+        for t in topics
+    ]
     for i, topic in enumerate(topics):
         count = 3 + i % 5
-        cases.append(Case("brainstorm", brainstorm_task(s, topic, count, "plots"),
-                          ideas_exactly(count)))  # fmt: skip
+        cases.append(
+            Case("brainstorm", brainstorm_task(s, topic, count, "plots"), ideas_exactly(count))
+        )
     for i in range(per_command):
         passage = PASSAGES[i % len(PASSAGES)]
         cases.append(
@@ -105,8 +118,14 @@ def battery(per_command: int) -> list[Case]:
         names = CHARACTERS[i % len(CHARACTERS)]
         task = scene_task(s, SETTINGS[i % len(SETTINGS)], names, None)
         cases.append(Case("scene", task, scene_ok(character_cues(names))))
-    cases += [Case("chat", chat_task(s, f"Give me one tip for writing about {t}."),
-                   lambda text: len(text.split()) >= 5) for t in topics]  # fmt: skip
+    cases += [
+        Case(
+            "chat",
+            chat_task(s, f"Give me one tip for writing about {t}."),
+            lambda text: len(text.split()) >= 5,
+        )
+        for t in topics
+    ]
     return cases
 
 
@@ -121,8 +140,9 @@ async def run(
     async def edit(_: str) -> None:
         return None
 
-    async with GenerationQueue(engine, max_queue=10_000, max_pending_per_user=10_000,
-                               timeout=600) as queue:  # fmt: skip
+    async with GenerationQueue(
+        engine, max_queue=10_000, max_pending_per_user=10_000, timeout=600
+    ) as queue:
 
         async def one(case: Case) -> tuple[str, bool]:
             handle = queue.submit(GenerationRequest(0, case.task.prompt, case.task.params))
@@ -139,7 +159,7 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.eval", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.eval", description=__doc__)
     parser.add_argument("--per-command", type=int, default=10)
     parser.add_argument("--only", help="commands starting with this, e.g. poem:limerick")
     parser.add_argument("--show", action="store_true", help="print the outputs that missed")

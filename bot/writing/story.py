@@ -1,4 +1,4 @@
-"""Story context: what the model sees of a long co-written story, within its context window.
+"""Story use cases: the next part of a co-written story, and a recap, within the model's context.
 
 The prompt always holds the title, genre and premise, then the rolling summary of older
 segments, then as many recent segments as fit the token budget (counted with the model's own
@@ -21,8 +21,10 @@ from bot.generation.types import (
     SamplingParams,
 )
 from bot.prompts import clean_output
-from bot.prompts.story import continue_prompt, recap_prompt, story_header
+from bot.prompts.story import LENGTHS, continue_prompt, recap_prompt, story_header
+from bot.services import Services
 from bot.store import SegmentRecord, Stories, StoryRecord
+from bot.writing.run import Task, Where
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,13 @@ class StoryContext:
     """Builds story prompts within `budget` tokens, summarising through the queue as needed."""
 
     def __init__(
-        self, stories: Stories, queue: GenerationQueue, *, budget: int = 1536,
+        self,
+        stories: Stories,
+        queue: GenerationQueue,
+        *,
+        budget: int = 1536,
         count_tokens: Callable[[str], int] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.stories = stories
         self.queue = queue
         self.budget = budget
@@ -93,15 +99,18 @@ class StoryContext:
             "sentences; keep names and the main events."
         )
         prompt = Prompt(
-            messages=(Message("system", "You summarise stories briefly and faithfully."),
-                      Message("user", ask)),
+            messages=(
+                Message("system", "You summarise stories briefly and faithfully."),
+                Message("user", ask),
+            ),
             plain=f"Summary of the story so far:\n{summary}\n{events}\n\nNew summary:",
-        )  # fmt: skip
+        )
         try:
             handle = self.queue.submit(
-                GenerationRequest(user_id, prompt, SamplingParams(max_new_tokens=160,
-                                                                  method="greedy"))
-            )  # fmt: skip
+                GenerationRequest(
+                    user_id, prompt, SamplingParams(max_new_tokens=160, method="greedy")
+                )
+            )
             text = clean_output((await handle.result()).text)
         except GenerationError as error:
             log.warning("story %s: summary failed (%r); keeping the old one", story.id, error)
@@ -111,13 +120,66 @@ class StoryContext:
             text = (summary + " " + " ".join(s.text for s in chunk))[-1200:]
         return text[: self.budget * 3]
 
-    def continue_prompt(
-        self, story: StoryRecord, recent: list[str], *, direction: str | None, length: str,
-        persona: str = "",
-    ) -> Prompt:  # fmt: skip
-        """The prompt that writes the next segment (see `bot.prompts.story`)."""
-        return continue_prompt(story, recent, direction=direction, length=length, persona=persona)
 
-    def recap_prompt(self, story: StoryRecord, recent: list[str]) -> Prompt:
-        """A prompt for a short recap of the whole story so far."""
-        return recap_prompt(story, recent)
+class StoryWriter:
+    """Builds the story's tasks (the next part, a recap) and keeps the bot's parts."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.context = StoryContext(
+            services.stories, services.queue, budget=services.settings.story_context_tokens
+        )
+
+    async def next_part(
+        self,
+        story: StoryRecord,
+        where: Where,
+        direction: str | None = None,
+        length: str = "medium",
+    ) -> Task:
+        """The task that writes the story's next part, in the channel's persona and sampling."""
+        story, recent = await self.context.window(story, where.user_id)
+        prefs = await self.services.preferences.for_channel(where.guild_id, where.channel_id)
+        prompt = continue_prompt(
+            story, recent, direction=direction, length=length, persona=prefs.persona
+        )
+        return Task(
+            command="story",
+            title=f"{story.title} · part {len(recent) + 1}",
+            prompt=prompt,
+            params=prefs.sampling(LENGTHS[length][1]),
+            finish=clean_output,
+            inputs={"story_id": story.id, "direction": direction, "length": length},
+        )
+
+    async def recap(self, story: StoryRecord, user_id: int) -> Task:
+        """The task that writes a short recap of the whole story so far."""
+        story, recent = await self.context.window(story, user_id)
+        return Task(
+            command="recap",
+            title=f"The story so far · {story.title}",
+            prompt=recap_prompt(story, recent),
+            params=SamplingParams(max_new_tokens=160, temperature=0.6, repetition_penalty=1.15),
+            inputs={"story_id": story.id},
+            finish=clean_output,
+        )
+
+    async def keep_part(
+        self,
+        story: StoryRecord,
+        channel_id: int,
+        *,
+        text: str,
+        generation_id: int,
+        message_id: int,
+    ) -> None:
+        """Add the bot's shown answer to the story as its next part."""
+        await self.services.stories.add(
+            story.id,
+            channel_id=channel_id,
+            author_id=None,
+            text=text,
+            source="bot",
+            generation_id=generation_id,
+            message_id=message_id,
+        )

@@ -33,7 +33,7 @@ from bot.prompts.poems import acrostic_line_prompt, acrostic_word
 from bot.prompts.refine import KINDS as REFINE_KINDS
 from bot.prompts.refine import refine_prompt
 from bot.store import GenerationRecord
-from bot.ui.respond import Task
+from bot.writing.run import Task
 
 
 def poem_task(settings: Settings, topic: str, form: str, style: str | None = None) -> Task:
@@ -102,7 +102,8 @@ def acrostic_task(settings: Settings, topic: str, word: str) -> Task:
 
 
 def brainstorm_task(settings: Settings, topic: str, count: int, kind: str) -> Task:
-    """Exactly `count` numbered ideas of `kind` about `topic` (asking once more if short)."""
+    """`count` numbered ideas of `kind` about `topic`, asking again for the missing ones; a
+    list still short after that says so (`shortfall`)."""
 
     def finish(text: str) -> str:
         return number(parse_ideas(clean_output(text))[:count])
@@ -112,10 +113,9 @@ def brainstorm_task(settings: Settings, topic: str, count: int, kind: str) -> Ta
         return more_prompt(topic, count - len(have), kind, have)
 
     def combine(first: str, second_raw: str) -> str:
-        ideas = parse_ideas(first)
-        seen = {i.lower() for i in ideas}
-        ideas += [i for i in parse_ideas(clean_output(second_raw)) if i.lower() not in seen]
-        return number(ideas[:count])
+        # parsed again as one list, so that repeats across the two answers count once
+        both = number(parse_ideas(first) + parse_ideas(clean_output(second_raw)))
+        return number(parse_ideas(both)[:count])
 
     return Task(
         command="brainstorm",
@@ -133,7 +133,17 @@ def brainstorm_task(settings: Settings, topic: str, count: int, kind: str) -> Ta
         accept=lambda text: len(parse_ideas(text)) == count,
         retry=more,
         combine=combine,
+        # A small model repeats itself; each try asks only for the ideas still missing.
+        tries=3,
+        shortfall=lambda text: shortfall(len(parse_ideas(text)), count),
     )
+
+
+def shortfall(have: int, count: int) -> str | None:
+    """Said under a list that came out short, instead of padding it."""
+    if have >= count:
+        return None
+    return f"Only {have} of the {count} ideas came out distinct; 🔁 asks again."
 
 
 def expand_task(settings: Settings, topic: str, idea: str, index: int) -> Task:
@@ -206,9 +216,12 @@ def scene_task(settings: Settings, setting: str, characters: str, situation: str
 
 
 def chat_task(
-    settings: Settings, text: str, persona: str = "", earlier: str | None = None,
+    settings: Settings,
+    text: str,
+    persona: str = "",
+    earlier: str | None = None,
     params: SamplingParams | None = None,
-) -> Task:  # fmt: skip
+) -> Task:
     """The channel's persona answering `text` (optionally in reply to its own `earlier` output)."""
     return Task(
         command="chat",
@@ -248,9 +261,13 @@ def build_task(command: str, inputs: dict[str, Any], settings: Settings) -> Task
     try:
         if "refine" in inputs:
             return refine_task(
-                settings, command, inputs["source"], inputs["refine"],
-                inputs.get("instruction") or "", inputs.get("title") or command.title(),
-            )  # fmt: skip
+                settings,
+                command,
+                inputs["source"],
+                inputs["refine"],
+                inputs.get("instruction") or "",
+                inputs.get("title") or command.title(),
+            )
         return builder(settings, inputs) if builder is not None else None
     except (KeyError, TypeError, ValueError):  # inputs stored by an older version, or damaged
         return None
@@ -324,7 +341,10 @@ def stored_task(record: GenerationRecord, settings: Settings) -> Task | None:
     except (KeyError, TypeError, ValueError):
         return None
     return Task(
-        command=record.command, title=str(stored.get("title") or record.command.title()),
-        prompt=prompt, params=params, inputs=inputs if isinstance(inputs, dict) else {},
+        command=record.command,
+        title=str(stored.get("title") or record.command.title()),
+        prompt=prompt,
+        params=params,
+        inputs=inputs if isinstance(inputs, dict) else {},
         finish=clean_output,
-    )  # fmt: skip
+    )

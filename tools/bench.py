@@ -1,6 +1,6 @@
 """Benchmark: the original one-at-a-time `model.generate` against the queue with each engine.
 
-    python -m bot.bench [--concurrency 1,4,8,16] [--max-new-tokens 64] [--engines ...]
+    python -m tools.bench [--concurrency 1,4,8,16] [--max-new-tokens 64] [--engines ...]
 
 Everything runs in one process on one loaded model with the same prompts, so the ratios are
 measured side by side. Per method and concurrency it prints tokens/s, the ratio to the
@@ -29,20 +29,33 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from bot.config import load_settings
+from bot.generation.base import Engine
 from bot.generation.batched import BatchedEngine
 from bot.generation.continuous import ContinuousEngine
-from bot.generation.engine import Engine, TransformersEngine, generation_kwargs
+from bot.generation.engine import TransformersEngine, generation_kwargs
 from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
 from bot.generation.types import GenerationRequest, SamplingParams
 from bot.prompts import poem_prompt
 
 TOPICS = [
-    "autumn rain", "a lighthouse keeper", "the last train home", "a fox in the snow",
-    "old letters", "the sea at night", "a city waking up", "my grandmother's kitchen",
-    "a broken clock", "first frost", "a paper boat", "the moon over rooftops",
-    "a forgotten song", "bees in summer", "a library at midnight", "the desert wind",
-]  # fmt: skip
+    "autumn rain",
+    "a lighthouse keeper",
+    "the last train home",
+    "a fox in the snow",
+    "old letters",
+    "the sea at night",
+    "a city waking up",
+    "my grandmother's kitchen",
+    "a broken clock",
+    "first frost",
+    "a paper boat",
+    "the moon over rooftops",
+    "a forgotten song",
+    "bees in summer",
+    "a library at midnight",
+    "the desert wind",
+]
 
 
 @dataclass
@@ -182,29 +195,40 @@ def make_engine(name: str, loaded: LoadedModel, args: argparse.Namespace) -> Eng
     if name == "continuous":
         # its own copy: the manager switches the model's attention implementation
         return ContinuousEngine(
-            copy.deepcopy(loaded.model), loaded.tokenizer, model_name=loaded.name,
-            max_batch=args.max_batch, memory_fraction=args.memory_fraction,
-        )  # fmt: skip
+            copy.deepcopy(loaded.model),
+            loaded.tokenizer,
+            model_name=loaded.name,
+            max_batch=args.max_batch,
+            memory_fraction=args.memory_fraction,
+        )
     raise SystemExit(f"unknown engine {name!r}: use sequential, batched or continuous")
 
 
 def row(method: str, n: int, run: Run, base: Run, monitor: Monitor) -> Row:
     tps = run.tokens / run.seconds
     return Row(
-        method=method, concurrency=n, tokens=run.tokens, seconds=run.seconds, tokens_per_s=tps,
-        ratio=tps / (base.tokens / base.seconds), ttft_p50=statistics.median(run.ttfts),
-        ttft_p95=p95(run.ttfts), peak_rss_mb=monitor.peak_rss / 2**20,
+        method=method,
+        concurrency=n,
+        tokens=run.tokens,
+        seconds=run.seconds,
+        tokens_per_s=tps,
+        ratio=tps / (base.tokens / base.seconds),
+        ttft_p50=statistics.median(run.ttfts),
+        ttft_p95=p95(run.ttfts),
+        peak_rss_mb=monitor.peak_rss / 2**20,
         worst_stall_ms=monitor.worst_stall * 1000,
         same_as_alone=sum(a == b for a, b in zip(run.texts, base.texts, strict=True)),
-    )  # fmt: skip
+    )
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
     settings = load_settings()
     loaded = load_model(
-        args.model or settings.model, device=settings.device, dtype=settings.dtype,
+        args.model or settings.model,
+        device=settings.device,
+        dtype=settings.dtype,
         cache_dir=settings.model_cache_dir,
-    )  # fmt: skip
+    )
     rows: list[Row] = []
     baseline(loaded, requests_for(1, 8))  # warm-up: the first call pays one-off costs
     for n in args.concurrency:
@@ -272,23 +296,28 @@ def save(rows: list[Row], out: Path, meta: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.bench", description=__doc__)
-    parser.add_argument("--concurrency", default="1,4,8,16",
-                        type=lambda s: [int(x) for x in s.split(",")])  # fmt: skip
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
+    parser.add_argument(
+        "--concurrency", default="1,4,8,16", type=lambda s: [int(x) for x in s.split(",")]
+    )
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument(
-        "--natural-length", dest="fixed_length", action="store_false",
+        "--natural-length",
+        dest="fixed_length",
+        action="store_false",
         help="let each answer end where the model ends it (default: every answer is exactly"
         " --max-new-tokens long, so that every method does the same work)",
-    )  # fmt: skip
+    )
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument(
         "--engines", default="sequential,batched,continuous", type=lambda s: s.split(",")
     )
     parser.add_argument(
-        "--memory-fraction", type=float, default=0.03,
+        "--memory-fraction",
+        type=float,
+        default=0.03,
         help="the continuous engine's share of free memory for its KV cache",
-    )  # fmt: skip
+    )
     parser.add_argument("--model", default=None, help="overrides MODEL")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -297,12 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     meta = {
-        "model": args.model or settings.model, "device": device,
-        "dtype": settings.dtype, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "max_new_tokens": args.max_new_tokens,
+        "model": args.model or settings.model,
+        "device": device,
+        "dtype": settings.dtype,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "max_new_tokens": args.max_new_tokens,
         "fixed_length": args.fixed_length,
         "python_threads": threading.active_count(),
-    }  # fmt: skip
+    }
     save(rows, args.out, meta)
     print(f"saved to {args.out}/")
     return 0

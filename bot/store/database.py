@@ -1,0 +1,365 @@
+"""The Store: everything the bot keeps, in one SQLite file, through one aiosqlite connection.
+
+Promises:
+- WAL journal and foreign keys are on; the schema is migrated (or refused) when opened.
+- Each write method is one transaction: it happens whole or not at all. Writers are serialised
+  by a lock, so two coroutines never interleave statements inside one transaction.
+- When another process holds the write lock, SQLite waits `busy_timeout_ms`; the transaction
+  then retries a bounded number of times and finally raises `StoreBusy` (with a user message).
+- A new database file is created readable and writable by its owner only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.store import migrator
+from bot.store.migrator import MigrationState
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class NewGeneration:
+    """A finished generation, ready to be written in one piece."""
+
+    channel_id: int
+    user_id: int
+    command: str
+    prompt: dict[str, Any]
+    params: dict[str, Any]
+    model: str
+    output: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    queued_ms: int
+    generation_ms: int
+    guild_id: int | None = None
+    refines_id: int | None = None
+    refine_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRecord:
+    id: int
+    output_id: int | None
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    command: str
+    prompt: dict[str, Any]
+    params: dict[str, Any]
+    model: str
+    output: str
+    finish_reason: str
+    refines_id: int | None
+    refine_kind: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    queued_ms: int
+    generation_ms: int
+    created_at: str
+    message_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    id: int
+    guild_id: int | None
+    channel_id: int
+    message_id: int | None
+    requester_id: int
+    command: str
+    chosen_id: int | None
+    created_at: str
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty database file with mode 0600 before SQLite opens it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+class StoreBusy(RuntimeError):
+    """The database stayed locked by another writer through every retry."""
+
+    user_message = "My notebook is busy right now. Please try again in a moment."
+
+
+class Store:
+    """Async access to the database. Build it with `Store.open(path)`."""
+
+    BUSY_RETRIES = 3
+
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, migrations: list[migrator.Migration]
+    ) -> None:
+        self._db = db
+        self.path = path
+        self.migrations = migrations
+        self._write_lock = asyncio.Lock()
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        migrate: bool = True,
+        migrations_dir: Path | Traversable = migrator.MIGRATIONS_DIR,
+        busy_timeout_ms: int = 5000,
+    ) -> AsyncIterator[Store]:
+        """Open (creating if needed) the database at `path`, migrate it, and close it on exit.
+
+        With `migrate=False` the schema is only checked: pending migrations are left alone
+        (for `db status`), but a database from a newer version is still refused.
+        `migrations_dir` defaults to the SQL files shipped in the `migrations` package.
+        """
+        path = Path(path)
+        _create_private(path)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            db.row_factory = aiosqlite.Row
+            store = cls(db, path, migrator.discover(migrations_dir))
+            if migrate:
+                await migrator.upgrade(db, store.migrations)
+            else:
+                await migrator.status(db, store.migrations)
+            yield store
+        finally:
+            await db.close()
+
+    async def migration_status(self) -> list[MigrationState]:
+        """Every known migration and when it was applied (None: pending)."""
+        return await migrator.status(self._db, self.migrations)
+
+    async def upgrade(self) -> list[migrator.Migration]:
+        """Apply pending migrations; returns those applied."""
+        async with self._write_lock:
+            return await migrator.upgrade(self._db, self.migrations)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error).
+
+        Raises `StoreBusy` if another process keeps the database locked through every retry.
+        """
+        async with self._write_lock:
+            for attempt in range(self.BUSY_RETRIES + 1):
+                try:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if attempt == self.BUSY_RETRIES:
+                        raise StoreBusy(str(exc)) from exc
+                    log.warning("database busy (%s); retry %d", exc, attempt + 1)
+                    await asyncio.sleep(0.05 * 2**attempt)
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
+        """Run a read query. For tests and diagnostics; services use the typed methods."""
+        async with self._db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # -- outputs and generations ----------------------------------------------------------------
+
+    async def save_output(self, gen: NewGeneration) -> tuple[int, int]:
+        """Store a new output (a message to be shown) with `gen` as its first, chosen alternative.
+
+        Returns (output_id, generation_id). The message id is attached later with
+        `set_output_message`, once Discord has accepted the message.
+        """
+        async with self.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO outputs (guild_id, channel_id, requester_id, command, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (gen.guild_id, gen.channel_id, gen.user_id, gen.command, utcnow()),
+            )
+            output_id = cur.lastrowid
+            assert output_id is not None
+            generation_id = await self._insert_generation(db, gen, output_id)
+            await db.execute(
+                "UPDATE outputs SET chosen_id = ? WHERE id = ?", (generation_id, output_id)
+            )
+        return output_id, generation_id
+
+    async def add_alternative(self, output_id: int, gen: NewGeneration) -> int:
+        """Add `gen` as a new alternative of an existing output and mark it chosen."""
+        async with self.transaction() as db:
+            generation_id = await self._insert_generation(db, gen, output_id)
+            await db.execute(
+                "UPDATE outputs SET chosen_id = ? WHERE id = ?", (generation_id, output_id)
+            )
+        return generation_id
+
+    @staticmethod
+    async def _insert_generation(
+        db: aiosqlite.Connection, gen: NewGeneration, output_id: int | None
+    ) -> int:
+        cur = await db.execute(
+            "INSERT INTO generations (output_id, guild_id, channel_id, user_id, command, prompt,"
+            " params, model, output, finish_reason, refines_id, refine_kind, prompt_tokens,"
+            " completion_tokens, queued_ms, generation_ms, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                output_id,
+                gen.guild_id,
+                gen.channel_id,
+                gen.user_id,
+                gen.command,
+                json.dumps(gen.prompt),
+                json.dumps(gen.params),
+                gen.model,
+                gen.output,
+                gen.finish_reason,
+                gen.refines_id,
+                gen.refine_kind,
+                gen.prompt_tokens,
+                gen.completion_tokens,
+                gen.queued_ms,
+                gen.generation_ms,
+                utcnow(),
+            ),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def set_output_message(self, output_id: int, message_id: int) -> None:
+        """Record the Discord message that shows an output."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE outputs SET message_id = ? WHERE id = ?", (message_id, output_id)
+            )
+
+    async def get_output_by_message(self, message_id: int) -> OutputRecord | None:
+        """The output shown by a Discord message, or None if the bot never showed one there."""
+        rows = await self.fetchall("SELECT * FROM outputs WHERE message_id = ?", (message_id,))
+        return OutputRecord(**dict(rows[0])) if rows else None
+
+    async def get_generation(self, generation_id: int) -> GenerationRecord | None:
+        """One generation with the message that shows it, or None."""
+        rows = await self.fetchall(
+            "SELECT g.*, o.message_id FROM generations g"
+            " LEFT JOIN outputs o ON o.id = g.output_id WHERE g.id = ?",
+            (generation_id,),
+        )
+        return _generation(rows[0]) if rows else None
+
+    async def get_output(self, output_id: int) -> OutputRecord | None:
+        rows = await self.fetchall("SELECT * FROM outputs WHERE id = ?", (output_id,))
+        return OutputRecord(**dict(rows[0])) if rows else None
+
+    async def alternatives(self, output_id: int) -> list[GenerationRecord]:
+        """Every alternative of an output, oldest first (the order ◀ ▶ browse in)."""
+        rows = await self.fetchall(
+            "SELECT g.*, o.message_id FROM generations g JOIN outputs o ON o.id = g.output_id"
+            " WHERE g.output_id = ? ORDER BY g.id",
+            (output_id,),
+        )
+        return [_generation(row) for row in rows]
+
+    async def choose(self, output_id: int, generation_id: int) -> None:
+        """Record `generation_id` (an alternative of the output) as the one shown."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE outputs SET chosen_id = ? WHERE id = ? AND EXISTS (SELECT 1 FROM"
+                " generations WHERE id = ? AND output_id = ?)",
+                (generation_id, output_id, generation_id, output_id),
+            )
+
+    async def generations_since(self, guild_id: int, since: str) -> int:
+        """How many generations a server had since `since` (an ISO time), refinements included."""
+        rows = await self.fetchall(
+            "SELECT COUNT(*) FROM generations WHERE guild_id = ? AND created_at >= ?",
+            (guild_id, since),
+        )
+        return int(rows[0][0])
+
+    async def delete_output(self, output_id: int) -> None:
+        """Forget an output with all its alternatives and their feedback."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM outputs WHERE id = ?", (output_id,))
+
+    # -- settings ---------------------------------------------------------------------------------
+
+    async def get_scope_settings(self, scope: str, scope_id: int) -> dict[str, Any]:
+        """The stored overrides of one guild or channel (undecodable values read as None)."""
+        rows = await self.fetchall(
+            "SELECT key, value FROM settings WHERE scope = ? AND scope_id = ?", (scope, scope_id)
+        )
+        return {row["key"]: _loads(row["value"]) for row in rows}
+
+    async def set_setting(
+        self,
+        scope: str,
+        scope_id: int,
+        key: str,
+        value: Any,
+        *,
+        guild_id: int | None = None,
+        user_id: int | None = None,
+    ) -> None:
+        """Set one override for a guild or a channel."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO settings (scope, scope_id, guild_id, key, value, updated_by,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, scope_id, key)"
+                " DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by,"
+                " updated_at = excluded.updated_at",
+                (scope, scope_id, guild_id, key, json.dumps(value), user_id, utcnow()),
+            )
+
+    async def reset_settings(self, scope: str, scope_id: int) -> None:
+        """Remove every override of a guild or a channel."""
+        async with self.transaction() as db:
+            await db.execute(
+                "DELETE FROM settings WHERE scope = ? AND scope_id = ?", (scope, scope_id)
+            )
+
+
+def _generation(row: aiosqlite.Row) -> GenerationRecord:
+    values = dict(row)
+    values["prompt"] = _loads(values["prompt"])
+    values["params"] = _loads(values["params"])
+    return GenerationRecord(**values)
+
+
+def _loads(text: str) -> Any:
+    """Decode a stored JSON field; a damaged one reads as None rather than crashing a command."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,215 @@
+"""Deliver a task's answer on Discord: a refusal, or a message that shows the wait and the
+text as it grows, then the saved answer with its controls.
+
+The use case (`bot.writing.run.write`) does the work; this module only shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from bot.generation.queue import GenerationHandle
+from bot.generation.types import GenerationRequest, QueueRefused
+from bot.services import Services
+from bot.ui.controls import REACTIONS, CancelView, controls_for, output_controls
+from bot.ui.render import attachments_for, written_embed
+from bot.ui.replies import NO_MENTIONS, refuse
+from bot.writing.refine import Refinement
+from bot.writing.run import Pacer, Task, Where, write
+
+log = logging.getLogger(__name__)
+
+# Edits one Discord message: `content`, `embed`, `view`, `attachments` as in `Message.edit`.
+Editor = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A generation that was saved and shown in a Discord message."""
+
+    generation_id: int
+    message_id: int
+    text: str
+
+
+async def deliver(
+    services: Services,
+    task: Task,
+    handle: GenerationHandle,
+    where: Where,
+    editor: Editor,
+    *,
+    restore: discord.ui.View | None = None,
+    output_id: int | None = None,
+    refines_id: int | None = None,
+    refine_kind: str | None = None,
+) -> Answered | None:
+    """Stream `handle` into a message through `editor`, with a Cancel button for the person who
+    asked, then save the answer and show it with its controls.
+
+    With `output_id` the answer is a new alternative of that output (the message already shows
+    it, with `restore` as its controls, put back if this fails or is cancelled). Edits of the
+    message are at least `EDIT_INTERVAL_S` apart, the final one included.
+    """
+    pacer = Pacer()
+    cancel = CancelView(where.user_id)
+
+    async def progress(content: str) -> None:
+        try:
+            await editor(content=content, view=cancel, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:  # a Discord hiccup: the generation goes on
+            log.warning("progress edit failed: %s", exc)
+
+    async def fail(content: str) -> object:
+        await pacer.wait()
+        return await editor(content=content, view=restore, allowed_mentions=NO_MENTIONS)
+
+    inner = asyncio.create_task(
+        write(
+            services,
+            task,
+            handle,
+            where,
+            progress,
+            fail=fail,
+            pacer=pacer,
+            output_id=output_id,
+            refines_id=refines_id,
+            refine_kind=refine_kind,
+        )
+    )
+    cancel.on_cancel = inner.cancel
+    try:
+        written = await inner
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not cancel.pressed or (current is not None and current.cancelling()):
+            raise
+        await fail("Cancelled.")
+        return None
+    finally:
+        cancel.stop()
+    if written is None:
+        return None
+    position = total = 1
+    if output_id is not None:
+        alternatives = await services.store.alternatives(output_id)
+        position = total = len(alternatives)
+    view = output_controls(
+        written.generation_id, position, total, command=task.command, text=written.text
+    )
+    await pacer.wait()
+    try:
+        message = await editor(
+            content=None,
+            embed=written_embed(written, position, total),
+            view=view,
+            attachments=attachments_for(written.text, written.generation_id),
+            allowed_mentions=NO_MENTIONS,
+        )
+    except discord.HTTPException as exc:
+        # discord.py has already retried 5xx answers and waited out 429s. The answer is saved;
+        # say so where possible (the message may be gone: deleted while it was written).
+        log.warning("could not show generation #%s: %s", written.generation_id, exc)
+        with contextlib.suppress(discord.HTTPException):
+            await fail(f"I wrote it (#{written.generation_id}), but Discord would not show it.")
+        return None
+    if output_id is None:
+        await services.store.set_output_message(written.output_id, message.id)
+        prefs = await services.preferences.for_channel(where.guild_id, where.channel_id)
+        if prefs.reactions:
+            await _add_reactions(message)
+    return Answered(written.generation_id, message.id, written.text)
+
+
+async def deliver_refinement(
+    services: Services, refinement: Refinement, editor: Editor
+) -> Answered | None:
+    """Stream a queued refinement into the output's own message; the version it refines and
+    its controls come back if it fails or is cancelled."""
+    shown = refinement.shown
+    return await deliver(
+        services,
+        refinement.task,
+        refinement.handle,
+        refinement.where,
+        editor,
+        restore=controls_for(shown, refinement.position, refinement.total),
+        output_id=refinement.output_id,
+        refines_id=shown.id,
+        refine_kind=refinement.kind,
+    )
+
+
+async def _add_reactions(message: discord.Message | discord.PartialMessage) -> None:
+    """The reaction controls, for channels that asked for them (`reactions` setting)."""
+    try:
+        for emoji in REACTIONS:
+            await message.add_reaction(emoji)
+    except discord.HTTPException as exc:  # no Add Reactions permission, say
+        log.info("could not add reactions: %s", exc)
+
+
+async def answer_with_generation(
+    interaction: discord.Interaction,
+    services: Services,
+    task: Task,
+    *,
+    refines_id: int | None = None,
+    refine_kind: str | None = None,
+) -> Answered | None:
+    """Run `task` for the user of `interaction` and answer it; returns what was shown.
+
+    Refusals (queue full, too many pending) are ephemeral and queue nothing. Failures end with
+    a short message in place of the output; only finished work is saved.
+    """
+    request = GenerationRequest(user_id=interaction.user.id, prompt=task.prompt, params=task.params)
+    try:
+        await services.limits.admit(interaction.user.id, interaction.guild_id)
+        handle = services.queue.submit(request)
+    except QueueRefused as refused:
+        await refuse(interaction, refused.user_message)
+        return None
+    try:
+        await interaction.response.defer(thinking=True)
+    except discord.HTTPException:
+        handle.cancel()  # nobody will see the answer
+        raise
+    where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
+    return await deliver(
+        services,
+        task,
+        handle,
+        where,
+        interaction.edit_original_response,
+        refines_id=refines_id,
+        refine_kind=refine_kind,
+    )
+
+
+async def answer_in_channel(
+    channel: discord.abc.Messageable,
+    services: Services,
+    task: Task,
+    where: Where,
+    *,
+    reference: discord.Message | None = None,
+) -> Answered | None:
+    """Like `answer_with_generation`, for work not started by an interaction (a mention, a
+    story's automatic turn): a new message is sent and the answer streams into it."""
+    request = GenerationRequest(user_id=where.user_id, prompt=task.prompt, params=task.params)
+    try:
+        await services.limits.admit(where.user_id, where.guild_id)
+        handle = services.queue.submit(request)
+    except QueueRefused as refused:
+        await channel.send(refused.user_message, reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
+        return None
+    message = await channel.send("✍️ …", reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
+    return await deliver(services, task, handle, where, message.edit)

@@ -1,0 +1,281 @@
+"""Run one task: queue it, report its progress, retry a miss, and save the finished text.
+
+Every command that writes with the model goes through `write`, so waiting, streaming, retries
+and saving behave the same everywhere. Progress is reported through an `edit(content)`
+callback, paced at most once per `EDIT_INTERVAL_S`; how it is shown is the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bot.generation.queue import GenerationHandle, GenerationQueue
+from bot.generation.types import (
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    Prompt,
+    SamplingParams,
+)
+from bot.services import Services
+from bot.store import NewGeneration
+
+log = logging.getLogger(__name__)
+
+# Discord allows about five edits per message per five seconds; one a second leaves room for
+# the final edit and for other messages in the channel.
+EDIT_INTERVAL_S = 1.0
+STREAM_PREVIEW_CHARS = 1900
+
+# Shows one line of progress ("⏳ #2 in queue…", "✍️ The text so far"); must not raise.
+Edit = Callable[[str], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One thing to write: what to ask the model, and how to finish and judge the answer."""
+
+    command: str
+    title: str
+    prompt: Prompt
+    params: SamplingParams
+    inputs: dict[str, Any] = field(default_factory=dict)
+    # Turns the raw model text into what is shown; may return "" when nothing usable came back.
+    finish: Callable[[str], str] = str.strip
+    # More tries when an answer misses the form: `accept` judges a finished text,
+    # `retry(text)` gives a firmer prompt (or None), `combine(text, next_raw)` keeps the
+    # best; by default the next answer if it is accepted, else the text so far. At most
+    # `tries` more tries.
+    accept: Callable[[str], bool] | None = None
+    retry: Callable[[str], Prompt | None] | None = None
+    combine: Callable[[str, str], str] | None = None
+    tries: int = 1
+    # What a final text that still misses the form lacks, said plainly ("3 of 5 ideas…"),
+    # shown beside the text and never as part of it; None when nothing is missing.
+    shortfall: Callable[[str], str | None] | None = None
+    # More prompts written side by side with the first (an acrostic's lines); their texts are
+    # joined with the first one's by `join` before `finish`.
+    extra: tuple[Prompt, ...] = ()
+    join: Callable[[list[str]], str] = "\n".join
+
+    def best(self, text: str, next_raw: str) -> str:
+        if self.combine is not None:
+            return self.combine(text, next_raw)
+        following = self.finish(next_raw)
+        return following if self.accept is not None and self.accept(following) else text
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Who asked and where the answer goes."""
+
+    user_id: int
+    channel_id: int
+    guild_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A finished, saved generation, ready to be shown."""
+
+    output_id: int
+    generation_id: int
+    text: str
+    title: str
+    model: str
+    seconds: float
+    note: str | None = None  # what the text lacks (see `Task.shortfall`)
+
+
+class Pacer:
+    """Spaces the edits of one message at least `interval` apart, across attempts."""
+
+    def __init__(self, interval: float = EDIT_INTERVAL_S) -> None:
+        self.interval = interval
+        self.last = 0.0
+
+    @property
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.interval
+
+    async def wait(self) -> None:
+        """Sleep until the next edit is allowed."""
+        await asyncio.sleep(max(0.0, self.last + self.interval - time.monotonic()))
+
+
+async def show_progress(
+    handle: GenerationHandle, edit: Edit, *, pacer: Pacer | None = None
+) -> GenerationResult:
+    """Report the queue position while waiting, then the text as it grows, via `edit(content)`.
+
+    Edits at most once per `pacer.interval` (shared when one message shows several attempts).
+    Returns the result or raises the `GenerationError`; cancelling the caller cancels the
+    request.
+    """
+    pacer = pacer or Pacer()
+
+    async def paced(content: str) -> None:
+        await edit(content)
+        pacer.last = time.monotonic()
+
+    shown_position = -1
+    try:
+        while not handle.started:
+            position = handle.position
+            if position != shown_position and position > 0 and pacer.due:
+                wait = handle.estimated_wait()
+                await paced(f"⏳ #{position} in queue (about {max(1, round(wait))} s)")
+                shown_position = position
+            await handle.wait_started(timeout=pacer.interval)
+        async for _chunk in handle:
+            if pacer.due:
+                preview = handle.text.strip()
+                if len(preview) > STREAM_PREVIEW_CHARS:
+                    preview = "…" + preview[-STREAM_PREVIEW_CHARS:]
+                if preview:
+                    await paced(f"✍️ {preview}")
+    except asyncio.CancelledError:
+        handle.cancel()
+        raise
+    return await handle.result()
+
+
+def _added(first: GenerationResult, then: GenerationResult) -> GenerationResult:
+    """`then`, with the costs of both attempts."""
+    return replace(
+        then,
+        prompt_tokens=first.prompt_tokens + then.prompt_tokens,
+        completion_tokens=first.completion_tokens + then.completion_tokens,
+        queued_s=first.queued_s + then.queued_s,
+        generation_s=first.generation_s + then.generation_s,
+    )
+
+
+async def complete(
+    queue: GenerationQueue,
+    task: Task,
+    handle: GenerationHandle,
+    user_id: int,
+    edit: Edit,
+    pacer: Pacer | None = None,
+) -> tuple[str, GenerationResult, bool]:
+    """Finish `task`: its text, the (combined) result, and whether it took another try.
+
+    The first attempt's `GenerationError` propagates; a failed later try keeps what it had.
+    """
+    # Parts of an accepted task are not new requests for the per-user limit.
+    extras = [
+        queue.submit(GenerationRequest(user_id, p, task.params), count_for_user=False)
+        for p in task.extra
+    ]
+    pacer = pacer or Pacer()
+    try:
+        result = await show_progress(handle, edit, pacer=pacer)
+        parts = [await h.result() for h in extras]
+    except BaseException:
+        for h in extras:
+            h.cancel()
+        raise
+    if parts:
+        result = replace(
+            result,
+            text=task.join([result.text] + [p.text for p in parts]),
+            completion_tokens=result.completion_tokens + sum(p.completion_tokens for p in parts),
+            prompt_tokens=result.prompt_tokens + sum(p.prompt_tokens for p in parts),
+        )
+    text = task.finish(result.text)
+    retried = False
+    for _ in range(task.tries if task.accept and task.retry else 0):
+        assert task.accept is not None and task.retry is not None
+        firmer = None if task.accept(text) else task.retry(text)
+        if firmer is None:
+            break
+        try:
+            # part of a task already accepted: not a new request for the per-user limit
+            retry = queue.submit(
+                GenerationRequest(user_id, firmer, task.params), count_for_user=False
+            )
+            following = await show_progress(retry, edit, pacer=pacer)
+        except GenerationError as error:  # keep what we have
+            log.info("retry of %s failed: %r", task.command, error)
+            break
+        text = task.best(text, following.text)
+        result = _added(result, following)
+        retried = True
+    return text, result, retried
+
+
+async def write(
+    services: Services,
+    task: Task,
+    handle: GenerationHandle,
+    where: Where,
+    edit: Edit,
+    *,
+    fail: Edit | None = None,
+    pacer: Pacer | None = None,
+    output_id: int | None = None,
+    refines_id: int | None = None,
+    refine_kind: str | None = None,
+) -> Written | None:
+    """Report `handle`'s progress through `edit`, then save the finished text.
+
+    With `output_id`, the text is saved as a new alternative of that output (a refinement);
+    otherwise as a new output. On failure the user is told why through `fail` (default:
+    `edit`) and nothing is saved; returns None.
+    """
+    fail = fail or edit
+    try:
+        text, result, retried = await complete(
+            services.queue, task, handle, where.user_id, edit, pacer
+        )
+    except GenerationError as error:
+        log.info("%s for %s failed: %r", task.command, where.user_id, error)
+        await fail(error.user_message)
+        return None
+    if not text.strip():
+        log.info(
+            "%s for %s came back empty (%s, %d characters before clean-up)",
+            task.command,
+            where.user_id,
+            result.finish_reason,
+            len(result.text),
+        )
+        await fail("The model came back with nothing usable. Please try again.")
+        return None
+    note = task.shortfall(text) if task.shortfall is not None else None
+    record = NewGeneration(
+        guild_id=where.guild_id,
+        channel_id=where.channel_id,
+        user_id=where.user_id,
+        command=task.command,
+        prompt={
+            "inputs": task.inputs,
+            **task.prompt.to_dict(),
+            "retried": retried,
+            "title": task.title,
+            **({"note": note} if note else {}),
+        },
+        params=task.params.to_dict(),
+        model=result.model,
+        output=text,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        queued_ms=round(result.queued_s * 1000),
+        generation_ms=round(result.generation_s * 1000),
+        refines_id=refines_id,
+        refine_kind=refine_kind,
+    )
+    if output_id is None:
+        output_id, generation_id = await services.store.save_output(record)
+    else:
+        generation_id = await services.store.add_alternative(output_id, record)
+    return Written(
+        output_id, generation_id, text, task.title, result.model, result.generation_s, note
+    )

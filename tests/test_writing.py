@@ -1,0 +1,38 @@
+"""The use-case layer without Discord: a task run through the real queue on a scripted engine."""
+
+from __future__ import annotations
+
+from bot.config import load_settings
+from bot.generation.queue import GenerationQueue
+from bot.generation.types import GenerationRequest
+from bot.prompts.brainstorm import parse_ideas
+from bot.ui.render import written_embed
+from bot.writing.run import Written, complete
+from bot.writing.tasks import brainstorm_task
+from tests.fakes import ScriptedEngine
+
+
+async def nowhere(_content: str) -> None:
+    """Progress goes nowhere here."""
+
+
+async def test_a_short_list_is_asked_again_a_bounded_number_of_times_then_says_so() -> None:
+    # The scripted engine echoes its prompt: every answer repeats the one idea already there.
+    engine = ScriptedEngine(delay=0.0)
+    task = brainstorm_task(load_settings({}, dotenv_path=None), "a heist", 5, "plots")
+    async with GenerationQueue(engine, max_pending_per_user=1) as queue:
+        handle = queue.submit(GenerationRequest(1, task.prompt, task.params))
+        text, result, retried = await complete(queue, task, handle, 1, nowhere)
+    assert retried and len(engine.served) == 1 + task.tries == 4  # retries skip the user limit
+    assert len(parse_ideas(text)) == 1 and text.startswith("1. ")
+    assert result.completion_tokens > 0
+    note = "Only 1 of the 5 ideas came out distinct; 🔁 asks again."
+    assert task.shortfall is not None and task.shortfall(text) == note
+    assert task.shortfall("\n".join(f"{i}. idea number {i}" for i in range(1, 6))) is None
+
+
+def test_a_note_is_shown_under_the_text_never_in_it() -> None:
+    written = Written(1, 7, "1. A heist", "5 plots · a heist", "m", 1.0, note="Only 1 of 5.")
+    assert written_embed(written).description == "1. A heist\n\n*Only 1 of 5.*"
+    plain = Written(1, 7, "1. A heist", "5 plots · a heist", "m", 1.0)
+    assert written_embed(plain).description == "1. A heist"
