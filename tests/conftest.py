@@ -150,3 +150,22 @@ def assert_numbered_list(shown: str, count: int) -> int:
     assert 1 <= have <= count and numbers == [str(i) for i in range(1, have + 1)]
     assert have == count or f"*Only {have} of the {count} ideas came out distinct" in shown
     return have
+
+
+def assert_grounded_critique(shown: str, text: str) -> None:
+    """What a critique promises, whatever the model samples: every quoted line is a line of
+    `text` word for word, each with a note of its own (none repeated), every quotation in
+    the notes and praise is in `text`, and no stock remark stands in for the model."""
+    from bot.prompts.critique import grounded
+
+    lines = shown.splitlines()
+    lines_of_text = {line.strip() for line in text.splitlines()}
+    notes = []
+    for i, line in enumerate(lines):
+        if line.startswith("> "):
+            assert line[2:].strip() in lines_of_text
+            assert i + 1 < len(lines) and lines[i + 1].strip() and not lines[i + 1].startswith(">")
+            notes.append(lines[i + 1].strip().lower())
+    assert len(notes) == len(set(notes))
+    assert all(grounded(line, text) for line in lines if not line.startswith("> "))
+    assert "read this line aloud" not in shown.lower()

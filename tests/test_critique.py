@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from bot.prompts.critique import critique_sections, has_dialogue, quotable_lines, scene_heading
+from bot.config import load_settings
+from bot.prompts.critique import (
+    critique_sections,
+    grounded,
+    has_dialogue,
+    quotable_lines,
+    quotations,
+    scene_heading,
+)
+from bot.writing.tasks import critique_task
 from emulator import Message
-from tests.conftest import World
+from tests.conftest import World, assert_grounded_critique
 
 POEM = (
     "The lamps along the harbour fade to grey,\n"
@@ -33,6 +42,40 @@ def test_sections_quotes_and_dialogue() -> None:
     assert scene_heading("the kitchen") == "INT. THE KITCHEN - NIGHT"
 
 
+def test_quotations_are_told_from_proposed_rewrites() -> None:
+    note = 'The image "gulls complain" works; try "gulls quarrel with the light" instead.'
+    assert quotations(note) == ["gulls complain"]
+    assert grounded(note, POEM)
+    assert not grounded('I love the word "tapestry" here.', POEM)
+
+
+def test_only_what_holds_up_is_kept_and_nothing_is_filled_in() -> None:
+    task = critique_task(load_settings({}, dotenv_path=None), POEM, "imagery", "gentle")
+    first, second = quotable_lines(POEM)
+    assert len(task.extra) == 2  # one note per quoted line, written side by side
+    main = (
+        "Strengths:\n- The harbour lamps set a quiet scene.\n"
+        '- The word "tapestry" shimmers.\n\n'
+        "Suggestions:\n- Let the letter show more feeling.\n\n"
+        "Line notes:\n- the model's own notes are not used"
+    )
+    notes = ['Maybe "fade to grey" could be "fade to pewter". It runs on.', "   "]
+    shown = task.finish(task.join([main, *notes]))
+    assert shown == (
+        "**Strengths**\n- The harbour lamps set a quiet scene.\n\n"
+        "**Suggestions**\n- Let the letter show more feeling.\n\n"
+        f'**Line notes**\n> {first}\nMaybe "fade to grey" could be "fade to pewter".'
+    )
+    assert second not in shown  # its note was empty: the line is left out, not filled in
+    same = task.finish(task.join([main, "Cut a word.", "Cut a word."]))
+    assert same.count("Cut a word.") == 1
+    assert_grounded_critique(shown, POEM)
+    # a retry writes the critique again and keeps the notes already written
+    assert task.combine is not None
+    again = task.combine(shown, "Strengths:\n- Calm.\n\nSuggestions:\n- More light.")
+    assert again.startswith("**Strengths**\n- Calm.") and again.endswith('fade to pewter".')
+
+
 @pytest.mark.slow
 async def test_critique_has_its_parts_and_quotes_the_text(world: World) -> None:
     emu = world.emu
@@ -42,8 +85,7 @@ async def test_critique_has_its_parts_and_quotes_the_text(world: World) -> None:
     message = await emu.wait_final(interaction, finished, timeout=180)
     body = message.embeds[0]["description"]
     assert message.embeds[0]["title"] == "Critique · imagery · gentle"
-    assert "**Strengths**" in body and "**Line notes**" in body
-    assert "> The lamps along the harbour fade to grey," in body
+    assert_grounded_critique(body, POEM)
     assert emu.errors == []
 
 
@@ -53,7 +95,7 @@ async def test_critique_this_on_a_message_and_on_an_image(world: World) -> None:
     said = await emu.say(world.bob, world.channel, POEM)
     interaction = await emu.context_menu(world.alice, said, "Critique this")
     message = await emu.wait_final(interaction, finished, timeout=180)
-    assert "> The lamps along the harbour" in message.embeds[0]["description"]
+    assert_grounded_critique(message.embeds[0]["description"], POEM)
 
     picture = await emu.say(world.bob, world.channel, "", images=("sketch.png",))
     refused = await emu.context_menu(world.alice, picture, "Critique this")

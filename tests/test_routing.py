@@ -10,7 +10,7 @@ from bot.ui.render import ATTACHED_NOTE, attachments_for, written_embed
 from bot.writing.run import Written
 from bot.writing.tasks import chat_task
 from emulator import Channel, Message
-from tests.conftest import World, assert_numbered_list
+from tests.conftest import World, assert_grounded_critique, assert_numbered_list
 
 
 def test_long_answers_are_cut_at_a_boundary_and_attached() -> None:
@@ -63,10 +63,16 @@ async def test_off_mode_ignores_and_critique_mode_critiques_the_replied_text(
     assert [m for m in emu.channel_messages(quiet.id) if m.author.bot] == []
 
     workshop = await channel_in_mode(world, "workshop", "critique")
-    draft = await emu.say(world.bob, workshop, "The fog came in on little cat feet.\nIt sat.")
+    text = "The fog came in on little cat feet.\nIt sat."
+    draft = await emu.say(world.bob, workshop, text)
     await emu.say(world.alice, workshop, f"<@{emu.bot_user.id}>", reply_to=draft)
     answers = await emu.wait_for(lambda: bot_answers(world, workshop), timeout=180)
-    assert "> The fog came in on little cat feet." in answers[0].embeds[0]["description"]
+    assert_grounded_critique(answers[0].embeds[0]["description"], text)
+    # the replied-to message is what was critiqued: the stored task quotes its lines
+    rows = await world.services.store.fetchall(
+        "SELECT prompt FROM generations WHERE command = 'critique' ORDER BY id DESC LIMIT 1"
+    )
+    assert "The fog came in on little cat feet." in rows[0]["prompt"]
     assert emu.errors == []
 
 

@@ -25,7 +25,10 @@ from bot.prompts.critique import (
     character_cues,
     critique_prompt,
     critique_sections,
+    grounded,
     has_dialogue,
+    line_note_prompt,
+    normalised,
     quotable_lines,
     scene_prompt,
 )
@@ -158,30 +161,46 @@ def expand_task(settings: Settings, topic: str, idea: str, index: int) -> Task:
     )
 
 
-READ_ALOUD = "Read this line aloud: does every word earn its place?"
-
-
 def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
-    """Strengths, suggestions and line notes that quote `text`."""
+    """Strengths and suggestions, then notes on lines the program picks and quotes from `text`.
+
+    The model writes the notes, one prompt a line, side by side with the critique. What it
+    writes is kept only when it holds up: a quotation that is not in the text drops its
+    sentence, an empty or repeated note drops its line. Nothing is ever filled in for it.
+    """
+    quotes = quotable_lines(text)
+
+    def join(texts: list[str]) -> str:
+        noted = zip(quotes, texts[1:], strict=True)
+        notes = [f"> {q}\n{_one_sentence(clean_output(n))}" for q, n in noted]
+        return f"{_without_line_notes(texts[0])}\n\nLine notes:\n" + "\n".join(notes)
 
     def finish(answer: str) -> str:
         sections = critique_sections(clean_output(answer))
-        quotes = quotable_lines(text)
-        notes = sections.pop("Line Notes", "")
-        # Line notes must quote the text; a small model rarely does, so the quotes are ours.
-        if quotes and not any(q[:30] in notes for q in quotes):
-            picked = [n.lstrip("-• ").strip() for n in notes.splitlines() if n.strip()]
-            picked += [READ_ALOUD] * len(quotes)
-            notes = "\n".join(f"> {q}\n{picked[i]}" for i, q in enumerate(quotes))
-        parts = [f"**{name}**\n{body}" for name, body in sections.items()]
+        notes = _grounded_notes(sections.pop("Line Notes", ""), text)
+        parts = []
+        for name, body in sections.items():
+            kept = [line for line in body.splitlines() if line.strip() and grounded(line, text)]
+            if any(line.strip(" -•*") for line in kept):
+                parts.append(f"**{name}**\n" + "\n".join(kept))
         if notes:
-            parts.append(f"**Line notes**\n{notes}")
+            parts.append("**Line notes**\n" + "\n".join(f"> {q}\n{n}" for q, n in notes))
         return "\n\n".join(parts)
 
+    def combine(first: str, again_raw: str) -> str:
+        # A retry asks for the critique again; the line notes already written stay.
+        _, _, notes = first.partition("**Line notes**")
+        again = finish(f"{_without_line_notes(again_raw)}\n\nLine notes:{notes}")
+        return again if accept(again) else first
+
+    def accept(answer: str) -> bool:
+        return "**Suggestions**" in answer
+
+    prompt = critique_prompt(text, focus, tone)
     return Task(
         command="critique",
         title=f"Critique · {focus} · {tone}",
-        prompt=critique_prompt(text, focus, tone),
+        prompt=prompt,
         params=SamplingParams(
             max_new_tokens=min(260, settings.max_new_tokens * 2),
             temperature=0.6,
@@ -190,9 +209,46 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
         ),
         inputs={"text": text, "focus": focus, "tone": tone},
         finish=finish,
-        accept=lambda answer: "**Suggestions**" in answer,
-        retry=lambda _first: critique_prompt(text, focus, tone),
+        accept=accept,
+        retry=lambda _first: prompt,
+        combine=combine,
+        extra=tuple(line_note_prompt(text, q, focus, tone) for q in quotes),
+        join=join,
     )
+
+
+def _without_line_notes(answer: str) -> str:
+    """The critique up to its own "Line notes" part: the program picks the lines to note."""
+    match = re.search(r"^\s*line notes\s*:?\s*$", answer, flags=re.IGNORECASE | re.MULTILINE)
+    return answer[: match.start()].rstrip() if match else answer.rstrip()
+
+
+def _one_sentence(note: str) -> str:
+    """A note as one line: its first sentence (a small model runs on)."""
+    flat = " ".join(note.split()).lstrip("-•* ")
+    match = re.match(r"(.+?[.!?])(?:\s|$)", flat)
+    return (match.group(1) if match else flat)[:300]
+
+
+def _grounded_notes(block: str, text: str) -> list[tuple[str, str]]:
+    """The (quoted line, note) pairs of a line-notes block that hold up: the line is in the
+    text, the note is there, quotes only the text, and says something not said already."""
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    quote: str | None = None
+    body: list[str] = []
+    for line in [*block.splitlines(), "> "]:
+        if line.startswith("> "):
+            if quote is not None:
+                note = " ".join(body)
+                key = normalised(note)
+                if key and key not in seen and quote in text and grounded(note, text):
+                    pairs.append((quote, note))
+                    seen.add(key)
+            quote, body = line[2:].strip(), []
+        elif quote is not None and line.strip():
+            body.append(line.strip())
+    return pairs
 
 
 def scene_task(settings: Settings, setting: str, characters: str, situation: str | None) -> Task:
