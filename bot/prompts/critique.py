@@ -121,6 +121,40 @@ def quotable_lines(text: str, most: int = 2) -> list[str]:
     return [line[:120] for line in chosen]
 
 
+def without_line_notes(answer: str) -> str:
+    """The critique up to its own "Line notes" part: the program picks the lines to note."""
+    match = re.search(r"^\s*line notes\s*:?\s*$", answer, flags=re.IGNORECASE | re.MULTILINE)
+    return answer[: match.start()].rstrip() if match else answer.rstrip()
+
+
+def one_sentence(note: str) -> str:
+    """A note as one line: its first sentence (a small model runs on)."""
+    flat = " ".join(note.split()).lstrip("-•* ")
+    match = re.match(r"(.+?[.!?])(?:\s|$)", flat)
+    return (match.group(1) if match else flat)[:300]
+
+
+def grounded_notes(block: str, text: str) -> list[tuple[str, str]]:
+    """The (quoted line, note) pairs of a line-notes block that hold up: the line is in the
+    text, the note is there, quotes only the text, and says something not said already."""
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    quote: str | None = None
+    body: list[str] = []
+    for line in [*block.splitlines(), "> "]:
+        if line.startswith("> "):
+            if quote is not None:
+                note = " ".join(body)
+                key = normalised(note)
+                if key and key not in seen and quote in text and grounded(note, text):
+                    pairs.append((quote, note))
+                    seen.add(key)
+            quote, body = line[2:].strip(), []
+        elif quote is not None and line.strip():
+            body.append(line.strip())
+    return pairs
+
+
 SCENE_SYSTEM = (
     "You are LLMOS, a screenwriter. You write short scenes in screenplay form: action lines in "
     "the present tense, CHARACTER NAMES in capitals on their own line before what they say."

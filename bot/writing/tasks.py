@@ -26,11 +26,13 @@ from bot.prompts.critique import (
     critique_prompt,
     critique_sections,
     grounded,
+    grounded_notes,
     has_dialogue,
     line_note_prompt,
-    normalised,
+    one_sentence,
     quotable_lines,
     scene_prompt,
+    without_line_notes,
 )
 from bot.prompts.poems import acrostic_line_prompt, acrostic_word
 from bot.prompts.refine import KINDS as REFINE_KINDS
@@ -172,12 +174,12 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
 
     def join(texts: list[str]) -> str:
         noted = zip(quotes, texts[1:], strict=True)
-        notes = [f"> {q}\n{_one_sentence(clean_output(n))}" for q, n in noted]
-        return f"{_without_line_notes(texts[0])}\n\nLine notes:\n" + "\n".join(notes)
+        notes = [f"> {q}\n{one_sentence(clean_output(n))}" for q, n in noted]
+        return f"{without_line_notes(texts[0])}\n\nLine notes:\n" + "\n".join(notes)
 
     def finish(answer: str) -> str:
         sections = critique_sections(clean_output(answer))
-        notes = _grounded_notes(sections.pop("Line Notes", ""), text)
+        notes = grounded_notes(sections.pop("Line Notes", ""), text)
         parts = []
         for name, body in sections.items():
             kept = [line for line in body.splitlines() if line.strip() and grounded(line, text)]
@@ -190,7 +192,7 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
     def combine(first: str, again_raw: str) -> str:
         # A retry asks for the critique again; the line notes already written stay.
         _, _, notes = first.partition("**Line notes**")
-        again = finish(f"{_without_line_notes(again_raw)}\n\nLine notes:{notes}")
+        again = finish(f"{without_line_notes(again_raw)}\n\nLine notes:{notes}")
         return again if accept(again) else first
 
     def accept(answer: str) -> bool:
@@ -215,40 +217,6 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
         extra=tuple(line_note_prompt(text, q, focus, tone) for q in quotes),
         join=join,
     )
-
-
-def _without_line_notes(answer: str) -> str:
-    """The critique up to its own "Line notes" part: the program picks the lines to note."""
-    match = re.search(r"^\s*line notes\s*:?\s*$", answer, flags=re.IGNORECASE | re.MULTILINE)
-    return answer[: match.start()].rstrip() if match else answer.rstrip()
-
-
-def _one_sentence(note: str) -> str:
-    """A note as one line: its first sentence (a small model runs on)."""
-    flat = " ".join(note.split()).lstrip("-•* ")
-    match = re.match(r"(.+?[.!?])(?:\s|$)", flat)
-    return (match.group(1) if match else flat)[:300]
-
-
-def _grounded_notes(block: str, text: str) -> list[tuple[str, str]]:
-    """The (quoted line, note) pairs of a line-notes block that hold up: the line is in the
-    text, the note is there, quotes only the text, and says something not said already."""
-    pairs: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    quote: str | None = None
-    body: list[str] = []
-    for line in [*block.splitlines(), "> "]:
-        if line.startswith("> "):
-            if quote is not None:
-                note = " ".join(body)
-                key = normalised(note)
-                if key and key not in seen and quote in text and grounded(note, text):
-                    pairs.append((quote, note))
-                    seen.add(key)
-            quote, body = line[2:].strip(), []
-        elif quote is not None and line.strip():
-            body.append(line.strip())
-    return pairs
 
 
 def scene_task(settings: Settings, setting: str, characters: str, situation: str | None) -> Task:
