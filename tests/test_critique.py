@@ -13,6 +13,7 @@ from bot.prompts.critique import (
     quotations,
     scene_heading,
 )
+from bot.writing.run import NOTHING_USABLE
 from bot.writing.tasks import critique_task
 from emulator import Message
 from tests.conftest import World, assert_grounded_critique
@@ -22,9 +23,6 @@ POEM = (
     "and gulls complain about the morning light;\n"
     "I fold your letter twice and walk away."
 )
-
-
-NOTHING_USABLE = "The model came back with nothing usable. Please try again."
 
 
 def finished(message: Message) -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bot.ui.render import ATTACHED_NOTE, attachments_for, written_embed
-from bot.writing.run import Written
+from bot.writing.run import NOTHING_USABLE, Written
 from bot.writing.tasks import chat_task
 from emulator import Channel, Message
 from tests.conftest import World, assert_grounded_critique, assert_numbered_list
@@ -34,9 +34,6 @@ async def channel_in_mode(world: World, name: str, mode: str) -> Channel:
         "channel", channel.id, "mode", mode, guild_id=world.guild.id, user_id=world.mod.id
     )
     return channel
-
-
-NOTHING_USABLE = "The model came back with nothing usable. Please try again."
 
 
 def finished_replies(world: World, channel: Channel) -> list[Message]:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # the final edit and for other messages in the channel.
 EDIT_INTERVAL_S = 1.0
 STREAM_PREVIEW_CHARS = 1900
+# Said when a finished text is empty once cleaned (or once its ungrounded parts are dropped).
+NOTHING_USABLE = "The model came back with nothing usable. Please try again."
 
 # Shows one line of progress ("⏳ #2 in queue…", "✍️ The text so far"); must not raise.
 Edit = Callable[[str], Awaitable[object]]
@@ -246,7 +248,7 @@ async def write(
             result.finish_reason,
             len(result.text),
         )
-        await fail("The model came back with nothing usable. Please try again.")
+        await fail(NOTHING_USABLE)
         return None
     note = task.shortfall(text) if task.shortfall is not None else None
     record = NewGeneration(
