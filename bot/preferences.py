@@ -162,6 +162,10 @@ class Preferences:
         ]
         return clean[0], clean[1]
 
+    async def sampling_for(self, guild_id: int | None, channel_id: int | None) -> SamplingParams:
+        """The channel's decoding, the base of every command's parameters there."""
+        return (await self.for_channel(guild_id, channel_id or 0)).sampling()
+
     async def for_channel(self, guild_id: int | None, channel_id: int) -> ChannelPreferences:
         """The effective preferences of a channel."""
         server, channel = await self.layers(guild_id, channel_id)

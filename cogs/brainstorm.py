@@ -52,7 +52,10 @@ class Brainstorm(commands.Cog):
             return
         count = max(3, min(10, count))
         kind = kind if kind in KINDS else "anything"
-        task = brainstorm_task(self.services.settings, topic, count, kind)
+        channel = await self.services.preferences.sampling_for(
+            interaction.guild_id, interaction.channel_id
+        )
+        task = brainstorm_task(self.services.settings, topic, count, kind, channel)
         await answer_with_generation(interaction, self.services, task)
 
     async def expand(
@@ -65,7 +68,10 @@ class Brainstorm(commands.Cog):
             await refuse(interaction, "I can't find that idea any more.")
             return
         topic = str((source.prompt or {}).get("inputs", {}).get("topic", ""))
-        task = expand_task(self.services.settings, topic, ideas[index - 1], index)
+        channel = await self.services.preferences.sampling_for(
+            interaction.guild_id, interaction.channel_id
+        )
+        task = expand_task(self.services.settings, topic, ideas[index - 1], index, channel)
         await answer_with_generation(
             interaction, self.services, task, refines_id=source.id, refine_kind="expand"
         )

@@ -71,12 +71,12 @@ class Chat(commands.Cog):
             await message.reply("Yes? Tell me what you'd like.", allowed_mentions=NO_MENTIONS)
             return
         if prefs.mode == "brainstorm":
-            task = brainstorm_task(settings, text[:300], 5, "anything")
+            task = brainstorm_task(settings, text[:300], 5, "anything", prefs.sampling())
         elif prefs.mode == "critique":
             target = text
             if replied is not None and replied.author.id != me.id and replied.content.strip():
                 target = replied.content
-            task = critique_task(settings, target[:4000], "overall", "balanced")
+            task = critique_task(settings, target[:4000], "overall", "balanced", prefs.sampling())
         else:
             task = chat_task(settings, text, prefs.persona, earlier, prefs.sampling(160))
         where = Where(message.author.id, message.channel.id, message.guild.id)

@@ -47,7 +47,10 @@ class Critique(commands.Cog):
                 "Try a passage of it.",
             )
             return
-        task = critique_task(self.services.settings, text, focus, tone)
+        channel = await self.services.preferences.sampling_for(
+            interaction.guild_id, interaction.channel_id
+        )
+        task = critique_task(self.services.settings, text, focus, tone, channel)
         await answer_with_generation(interaction, self.services, task)
 
     @app_commands.command(name="critique")
@@ -108,7 +111,10 @@ class Critique(commands.Cog):
         if any(len(f) > 300 for f in fields):
             await refuse(interaction, "Please keep each option under 300 characters.")
             return
-        task = scene_task(self.services.settings, setting, characters, situation)
+        channel = await self.services.preferences.sampling_for(
+            interaction.guild_id, interaction.channel_id
+        )
+        task = scene_task(self.services.settings, setting, characters, situation, channel)
         await answer_with_generation(interaction, self.services, task)
 
 

@@ -68,7 +68,11 @@ class Poetry(commands.Cog):
             return
         if form not in FORMS:
             form = "free_verse"
-        task = poem_task(self.services.settings, topic, form, style=(style or "").strip() or None)
+        channel = await self.services.preferences.sampling_for(
+            interaction.guild_id, interaction.channel_id
+        )
+        style = (style or "").strip() or None
+        task = poem_task(self.services.settings, topic, form, style, channel)
         await answer_with_generation(interaction, self.services, task)
 
     async def poem_about_message(
@@ -79,7 +83,10 @@ class Poetry(commands.Cog):
         if not text:
             await refuse(interaction, "That message has no words to write a poem about.")
             return
-        task = poem_task(self.services.settings, text[:TOPIC_LIMIT], "free_verse")
+        channel = await self.services.preferences.sampling_for(
+            interaction.guild_id, interaction.channel_id
+        )
+        task = poem_task(self.services.settings, text[:TOPIC_LIMIT], "free_verse", None, channel)
         await answer_with_generation(interaction, self.services, task)
 
 

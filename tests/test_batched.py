@@ -75,9 +75,9 @@ async def test_mixed_parameters_are_grouped(tiny_model: Any, tokenizer: Any) -> 
     calls: list[int] = []
 
     class Counting(BatchedEngine):
-        def _generate_batch(self, jobs: Any) -> Any:
+        def _run(self, jobs: Any) -> Any:
             calls.append(len(jobs))
-            return super()._generate_batch(jobs)
+            return super()._run(jobs)
 
     engine = Counting(tiny_model, tokenizer, model_name="tiny", max_batch=8)
     hot = SamplingParams(max_new_tokens=8, temperature=1.2, seed=1)
@@ -93,5 +93,5 @@ async def test_mixed_parameters_are_grouped(tiny_model: Any, tokenizer: Any) -> 
         ]
         results = [await h.result() for h in [first, *handles]]
     assert all(r.completion_tokens > 0 for r in results)
-    # the first call ran alone; then hot x2 and cold x2 each in one call, beam on its own
-    assert calls == [1, 2, 2]
+    # the first call ran alone; then beam on its own, and hot x2 and cold x2 each in one call
+    assert calls == [1, 1, 2, 2]

@@ -7,6 +7,7 @@ from bot.generation.queue import GenerationQueue
 from bot.generation.types import GenerationRequest
 from bot.prompts.brainstorm import parse_ideas
 from bot.ui.render import written_embed
+from bot.writing.compose import CANDIDATES, ROUNDS
 from bot.writing.run import Written, complete
 from bot.writing.tasks import brainstorm_task
 from tests.fakes import ScriptedEngine
@@ -16,14 +17,16 @@ async def nowhere(_content: str) -> None:
     """Progress goes nowhere here."""
 
 
-async def test_a_short_list_is_asked_again_a_bounded_number_of_times_then_says_so() -> None:
-    # The scripted engine echoes its prompt: every answer repeats the one idea already there.
-    engine = ScriptedEngine(delay=0.0)
+async def test_a_list_the_model_repeats_is_drawn_a_bounded_number_of_rounds_then_says_so() -> None:
+    # The scripted engine echoes its prompt: every candidate repeats the one idea already there.
+    engine = ScriptedEngine(delay=0.0, max_batch=CANDIDATES)
     task = brainstorm_task(load_settings({}, dotenv_path=None), "a heist", 5, "plots")
     async with GenerationQueue(engine, max_pending_per_user=1) as queue:
         handle = queue.submit(GenerationRequest(1, task.prompt, task.params))
-        text, result, retried = await complete(queue, task, handle, 1, nowhere)
-    assert retried and len(engine.served) == 1 + task.tries == 4  # retries skip the user limit
+        text, result, _retried = await complete(queue, task, handle, 1, nowhere)
+    # every round's candidates were drawn together, past the per-user limit of 1
+    assert len(engine.served) == (5 + ROUNDS) * CANDIDATES
+    assert set(engine.calls) == {CANDIDATES}
     assert len(parse_ideas(text)) == 1 and text.startswith("1. ")
     assert result.completion_tokens > 0
     note = "Only 1 of the 5 ideas came out distinct; 🔁 asks again."

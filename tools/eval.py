@@ -1,6 +1,7 @@
 """What the model writes, scored as a reader would: a fixed battery of requests per command.
 
     python -m tools.eval [--per-command 10] [--only poem:haiku] [--show 2] [--misses]
+    python -m tools.eval --speed 6     # line by line against one answer, side by side
 
 Runs the same tasks the cogs run (prompts, post-processing, retries) on the configured model
 and scores what a reader would count, not what is easy to count:
@@ -14,6 +15,10 @@ and scores what a reader would count, not what is easy to count:
 - every output: non-empty, no template tokens, no echoed prompt, no line said three times.
 A few outputs per form are printed for a person to read. A benchmark, not a test: it reports,
 it does not fail.
+
+`--speed N` times what choosing among candidates costs: N haiku and N limericks written line by
+line, each beside the same poem asked for in one answer (the way poems were written before),
+one request at a time on the same engine, with the event loop's longest stall.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from dataclasses import dataclass, field
 from bot.config import load_settings
 from bot.generation.factory import build_engine
 from bot.generation.queue import GenerationQueue
-from bot.generation.types import GenerationRequest
-from bot.prompts import prosody
+from bot.generation.types import GenerationRequest, SamplingParams
+from bot.prompts import FORMS, clean_output, poem_prompt, prosody, shape_poem
 from bot.prompts.brainstorm import parse_ideas
 from bot.prompts.critique import character_cues, has_dialogue, normalised, quotations
 from bot.prompts.poems import acrostic_word
@@ -265,14 +270,81 @@ def report(outcomes: list[Outcome], show: int, misses: bool) -> None:
             print(f"\n--- {command}: {verdict}\n{outcome.text}")
 
 
+def one_answer_poem_task(topic: str, form: str) -> Task:
+    """A poem the way it was written before line by line: the whole poem in one answer, asked
+    again once with the rule spelled out when its line count is wrong."""
+    spec = FORMS[form]
+
+    def finish(text: str) -> str:
+        return shape_poem(clean_output(text), spec.lines)[0]
+
+    return Task(
+        command="poem",
+        title=spec.label,
+        prompt=poem_prompt(topic, form),
+        params=SamplingParams(
+            max_new_tokens=spec.max_new_tokens, temperature=0.7, top_p=0.9, repetition_penalty=1.15
+        ),
+        finish=finish,
+        accept=lambda poem: len(poem.splitlines()) == spec.lines,
+        retry=lambda _first: poem_prompt(topic, form, firm=True),
+    )
+
+
+async def speed(topics: int) -> None:
+    """Line by line against one answer, one request at a time, alternating, same engine."""
+    settings = load_settings()
+    engine = await asyncio.to_thread(build_engine, settings)
+    await asyncio.to_thread(prosody.warm)
+    stalls: list[float] = []
+
+    async def watch() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            stalls.append(time.monotonic() - before - 0.01)
+
+    async def nowhere(_: str) -> None:
+        return None
+
+    watcher = asyncio.create_task(watch())
+    print(f"{'form':<10}{'way':<16}{'p50 s':>8}{'meets form':>12}")
+    async with GenerationQueue(engine, max_pending_per_user=100, timeout=600) as queue:
+        for form in ("haiku", "limerick"):
+            times: dict[str, list[float]] = {"one answer": [], "line by line": []}
+            good = dict.fromkeys(times, 0)
+            for topic in TOPICS[:topics]:
+                for way, task in (
+                    ("one answer", one_answer_poem_task(topic, form)),
+                    ("line by line", poem_task(settings, topic, form)),
+                ):
+                    started = time.monotonic()
+                    handle = queue.submit(GenerationRequest(0, task.prompt, task.params))
+                    text, _result, _retried = await complete(queue, task, handle, 0, nowhere)
+                    times[way].append(time.monotonic() - started)
+                    good[way] += prosody.check(text, form).ok
+            for way, seconds in times.items():
+                p50 = statistics.median(seconds)
+                print(f"{form:<10}{way:<16}{p50:>8.1f}{good[way]:>8}/{len(seconds)}")
+            p50s = {way: statistics.median(seconds) for way, seconds in times.items()}
+            ratio = p50s["line by line"] / p50s["one answer"]
+            print(f"{form:<10}{'ratio':<16}{ratio:>7.2f}x")
+    watcher.cancel()
+    print(f"longest event-loop stall: {max(stalls) * 1000:.0f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.eval", description=__doc__)
     parser.add_argument("--per-command", type=int, default=10)
     parser.add_argument("--only", help="commands starting with this, e.g. poem:limerick")
     parser.add_argument("--show", type=int, default=2, help="outputs to print per command")
     parser.add_argument("--misses", action="store_true", help="print only outputs that missed")
+    parser.add_argument("--speed", type=int, help="time N poems per form, both ways")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.speed:
+        asyncio.run(speed(args.speed))
+        return 0
     outcomes = asyncio.run(run(args.per_command, args.only))
     report(outcomes, args.show, args.misses)
     print(f"\n({time.monotonic() - started:.0f} s; target: 90% per form, 100% brainstorm)")

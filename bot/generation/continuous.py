@@ -40,7 +40,7 @@ class ContinuousEngine(TransformersEngine):
         max_batch: int = 32,
         memory_fraction: float = 0.1,
     ) -> None:
-        super().__init__(model, tokenizer, model_name=model_name)
+        super().__init__(model, tokenizer, model_name=model_name, prefix_cache_mb=0)
         self.max_batch = max_batch
         self.memory_fraction = memory_fraction
         self._manager: Any = None

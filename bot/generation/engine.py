@@ -17,7 +17,15 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from bot.generation.base import Engine, EngineJob
-from bot.generation.types import EngineFailure, EngineOutput, GenerationRequest, OutOfMemory, Prompt
+from bot.generation.prefix import PrefixCache
+from bot.generation.types import (
+    Cut,
+    EngineFailure,
+    EngineOutput,
+    GenerationRequest,
+    OutOfMemory,
+    Prompt,
+)
 
 
 def render_prompt(prompt: Prompt, tokenizer: Any) -> tuple[str, bool]:
@@ -34,11 +42,15 @@ def render_prompt(prompt: Prompt, tokenizer: Any) -> tuple[str, bool]:
 
 
 class RowsDone(StoppingCriteria):
-    """Marks a row done once its job is stopped or it has written its own `max_new_tokens`."""
+    """Marks a row done once its job is stopped, it has written its own `max_new_tokens`, or
+    (with a streamer) its text reached one of its stop strings."""
 
-    def __init__(self, jobs: Sequence[EngineJob], prompt_len: int) -> None:
+    def __init__(
+        self, jobs: Sequence[EngineJob], prompt_len: int, streamer: RowsStreamer | None = None
+    ) -> None:
         self.jobs = jobs
         self.prompt_len = prompt_len
+        self.streamer = streamer
         self.aborted = [False] * len(jobs)
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.Tensor:
@@ -47,21 +59,25 @@ class RowsDone(StoppingCriteria):
         for i, job in enumerate(self.jobs):
             if job.should_stop():
                 self.aborted[i] = True
-            done.append(self.aborted[i] or written >= job.request.params.max_new_tokens)
+            stopped = self.streamer is not None and self.streamer.stopped[i]
+            done.append(self.aborted[i] or stopped or written >= job.request.params.max_new_tokens)
         flags = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
         # beam search has num_beams rows per job
         return flags.repeat_interleave(input_ids.shape[0] // len(self.jobs))
 
 
 class RowsStreamer(BaseStreamer):
-    """Splits each step's tokens by row and streams each row's text to its own job."""
+    """Splits each step's tokens by row and streams each row's text to its own job, up to the
+    first of the row's stop strings (`texts` holds each row's text so far)."""
 
     def __init__(self, jobs: Sequence[EngineJob], tokenizer: Any) -> None:
         self.jobs = jobs
         self.tokenizer = tokenizer
         self.tokens: list[list[int]] = [[] for _ in jobs]
+        self.texts = [""] * len(jobs)
         self.sent = [0] * len(jobs)
         self.closed = [False] * len(jobs)
+        self.stopped = [False] * len(jobs)  # ended at a stop string
         self.skipped_prompt = False
 
     def put(self, value: torch.Tensor) -> None:
@@ -73,8 +89,15 @@ class RowsStreamer(BaseStreamer):
                 continue  # finished rows are fed padding until the batch ends
             job = self.jobs[i]
             self.tokens[i].append(int(token))
+            text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+            stop = _first_stop(text, job.request.params.stop)
+            if stop is not None:
+                text = text[:stop]
+                self.stopped[i] = True
+            self.texts[i] = text
             if (
-                token == self.tokenizer.eos_token_id
+                self.stopped[i]
+                or token == self.tokenizer.eos_token_id
                 or job.should_stop()
                 or (len(self.tokens[i]) >= job.request.params.max_new_tokens)
             ):
@@ -82,9 +105,12 @@ class RowsStreamer(BaseStreamer):
             self._flush(i, final=self.closed[i])
 
     def _flush(self, i: int, *, final: bool) -> None:
-        text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
-            return  # a multi-byte character is still incomplete
+        text = self.texts[i]
+        if not final:
+            if text.endswith("\ufffd"):
+                return  # a multi-byte character is still incomplete
+            # hold back what may be the start of a stop string
+            text = text[: len(text) - _held_back(text, self.jobs[i].request.params.stop)]
         if len(text) > self.sent[i]:
             self.jobs[i].emit(text[self.sent[i] :])
             self.sent[i] = len(text)
@@ -92,6 +118,51 @@ class RowsStreamer(BaseStreamer):
     def end(self) -> None:
         for i in range(len(self.jobs)):
             self._flush(i, final=True)
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Characters at the end of `text` that begin a stop string."""
+    held = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), held, -1):
+            if text.endswith(stop[:n]):
+                held = n
+                break
+    return held
+
+
+def cuts_of(
+    tokenizer: Any,
+    tokens: list[int],
+    logits: Sequence[torch.Tensor],
+    probes: Sequence[int | None],
+    length: int,
+) -> tuple[Cut, ...]:
+    """Every prefix of a row's `tokens` whose text ends within its first `length` characters,
+    with the model's log-probabilities (`logits`: the row's raw logits, one per step)."""
+    steps = [torch.log_softmax(step.float(), dim=-1) for step in logits[: len(tokens)]]
+    ids = [p for p in probes if p is not None]
+
+    def following(k: int) -> tuple[float | None, ...]:
+        if k >= len(steps):
+            return ()
+        values = iter(steps[k][ids].tolist()) if ids else iter(())
+        return tuple(None if p is None else next(values) for p in probes)
+
+    cuts = [Cut(0, 0, 0.0, following(0))]
+    total = 0.0
+    for k in range(1, len(tokens) + 1):
+        total += float(steps[k - 1][tokens[k - 1]])
+        end = len(tokenizer.decode(tokens[:k], skip_special_tokens=True))
+        if end > length:
+            break
+        cuts.append(Cut(k, end, total, following(k)))
+    return tuple(cuts)
 
 
 def torch_failure(exc: BaseException) -> type[EngineFailure]:
@@ -127,11 +198,16 @@ def generation_kwargs(request: GenerationRequest, tokenizer: Any) -> dict[str, A
 class TransformersEngine(Engine):
     """A local transformers model, one request at a time, streaming token by token."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, model_name: str) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, model_name: str, prefix_cache_mb: int = 256
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_batch = 1
+        self.prefix_cache = (
+            PrefixCache(model, max_bytes=prefix_cache_mb * 2**20) if prefix_cache_mb > 0 else None
+        )
         self.context_length = int(getattr(model.config, "max_position_embeddings", None) or 2048)
         self._lock = threading.Lock()  # generate() is not re-entrant
 
@@ -161,33 +237,78 @@ class TransformersEngine(Engine):
         return torch.tensor([ids[-room:]], dtype=torch.long)
 
     def _generate_one(self, job: EngineJob) -> EngineOutput:
-        request = job.request
-        input_ids = self.encode(request).to(self.model.device)
-        stop = RowsDone([job], input_ids.shape[1])
-        kwargs = generation_kwargs(request, self.tokenizer)
-        streamer = None if request.params.method == "beam" else RowsStreamer([job], self.tokenizer)
-        job.emit(request.prompt.prefix)
+        return self._run([job])[0]
+
+    def _probe_ids(self, probes: tuple[str, ...]) -> list[int | None]:
+        ids = []
+        for probe in probes:
+            found = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+            ids.append(found[0] if len(found) == 1 else None)
+        return ids
+
+    def _run(self, jobs: Sequence[EngineJob]) -> list[EngineOutput]:
+        """Decode `jobs` (equal `batch_key`s) in one `generate` call, left-padded.
+
+        Rows reading the same prompt (candidates for one slot, or a single request) share one
+        read of it, and of any kept prefix of it (`PrefixCache`). Beam search runs one job at
+        a time, without streaming: transformers cannot stream it.
+        """
+        first = jobs[0].request.params
+        beam = first.method == "beam"
+        rows = [self.encode(job.request)[0].tolist() for job in jobs]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        streamer = None if beam else RowsStreamer(jobs, self.tokenizer)
+        stop = RowsDone(jobs, width, streamer)
+        for job in jobs:
+            job.emit(job.request.prompt.prefix)
+        kwargs = generation_kwargs(jobs[0].request, self.tokenizer)
+        kwargs["max_new_tokens"] = max(j.request.params.max_new_tokens for j in jobs)
+        if first.logprobs:
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         with self._lock, torch.inference_mode():
-            if request.params.seed is not None:
-                torch.manual_seed(request.params.seed)
+            shared = not beam and width > 1 and all(r == rows[0] for r in rows)
+            if shared and self.prefix_cache is not None:
+                cache = self.prefix_cache.prefill(rows[0])
+                if len(rows) > 1:
+                    cache.batch_repeat_interleave(len(rows))
+                kwargs["cache"] = cache
+            if first.seed is not None:
+                torch.manual_seed(first.seed)
             out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
+                input_ids=input_ids.to(self.model.device),
+                attention_mask=mask.to(self.model.device),
                 stopping_criteria=StoppingCriteriaList([stop]),
                 streamer=streamer,
                 **kwargs,
             )
-        new = out[0, input_ids.shape[1] :].tolist()
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        if streamer is None:
-            job.emit(text)
-        text = request.prompt.prefix + text
-        eos = self.tokenizer.eos_token_id
-        reason: Literal["stop", "length", "aborted"]
-        if stop.aborted[0]:
-            reason = "aborted"
-        elif new and new[-1] != eos and len(new) >= request.params.max_new_tokens:
-            reason = "length"
-        else:
-            reason = "stop"
-        return EngineOutput(text, reason, int(input_ids.shape[1]), len(new))
+        sequences = out.sequences if first.logprobs else out
+        outputs = []
+        for i, job in enumerate(jobs):
+            params = job.request.params
+            if streamer is None:
+                new = sequences[i, width:].tolist()
+                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                job.emit(text)
+            else:
+                new = streamer.tokens[i][: params.max_new_tokens]
+                text = streamer.texts[i]
+            cuts = None
+            if params.logprobs:
+                row_logits = [step[i] for step in out.logits]
+                probes = self._probe_ids(params.probes)
+                cuts = cuts_of(self.tokenizer, new, row_logits, probes, len(text))
+            reason: Literal["stop", "length", "aborted"]
+            if stop.aborted[i]:
+                reason = "aborted"
+            elif (streamer is not None and streamer.stopped[i]) or (
+                new and new[-1] == self.tokenizer.eos_token_id
+            ):
+                reason = "stop"
+            else:
+                reason = "length" if len(new) >= params.max_new_tokens else "stop"
+            prefix = job.request.prompt.prefix
+            outputs.append(EngineOutput(prefix + text, reason, len(rows[i]), len(new), cuts))
+        return outputs

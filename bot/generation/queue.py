@@ -190,6 +190,7 @@ class GenerationHandle:
             queued_s=started - self.submitted_at,
             generation_s=now - started,
             model=model,
+            cuts=output.cuts,
         )
         self._close()
 

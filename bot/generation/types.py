@@ -56,6 +56,12 @@ class SamplingParams:
     num_beams: int = 1
     seed: int | None = None
     min_new_tokens: int = 0  # end-of-text is ignored until then (benchmarks: equal lengths)
+    # The answer ends before the first of these strings (one line: ("\n",)).
+    stop: tuple[str, ...] = ()
+    # Ask for `EngineOutput.cuts`: the model's log-probabilities along the answer, and those of
+    # each of `probes` (strings, such as rhyme words) as the next token after every prefix.
+    logprobs: bool = False
+    probes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +70,11 @@ class SamplingParams:
     def from_dict(cls, data: dict[str, Any]) -> SamplingParams:
         """Parameters `to_dict` stored; unknown keys (from another version) are ignored."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("stop", "probes"):  # JSON keeps tuples as lists
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
 
     def batch_key(self) -> tuple[Any, ...]:
         """What must be equal for two requests to be decoded in one batch."""
@@ -77,6 +87,8 @@ class SamplingParams:
             self.num_beams,
             self.seed,
             self.min_new_tokens,
+            # log-probabilities keep every step's logits: not for a long answer's batch
+            self.logprobs,
         )
 
 
@@ -96,6 +108,22 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Cut:
+    """A place where an answer could be cut: after its first k tokens.
+
+    `end`: characters of the answer's text (after the prompt's prefix) those tokens make;
+    `logprob`: their summed log-probability under the model; `next`: the log-probability of
+    each of the request's `probes` as the following token (None for a probe that is not one
+    token, and for the last cut, after which the model was not asked).
+    """
+
+    tokens: int
+    end: int
+    logprob: float
+    next: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EngineOutput:
     """What an engine returns for one request."""
 
@@ -103,6 +131,9 @@ class EngineOutput:
     finish_reason: Literal["stop", "length", "aborted"]
     prompt_tokens: int
     completion_tokens: int
+    # With `SamplingParams.logprobs`, where an engine can tell: one per prefix of the answer,
+    # from no tokens to all of them. None otherwise (a remote server, say).
+    cuts: tuple[Cut, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +148,7 @@ class GenerationResult:
     queued_s: float
     generation_s: float
     model: str
+    cuts: tuple[Cut, ...] | None = None  # see `EngineOutput.cuts`
 
 
 class GenerationError(Exception):

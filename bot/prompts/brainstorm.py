@@ -44,6 +44,14 @@ def brainstorm_prompt(topic: str, count: int, kind: str) -> Prompt:
     return Prompt(messages=messages, plain=plain, prefix="1.")
 
 
+def item_prompt(topic: str, count: int, kind: str, have: list[str]) -> Prompt:
+    """The prompt for the next item of a list written item by item: the list's prompt, with the
+    items so far and the next number as the start of the answer."""
+    whole = brainstorm_prompt(topic, count, kind)
+    prefix = "".join(f"{i}. {idea}\n" for i, idea in enumerate(have, 1)) + f"{len(have) + 1}."
+    return Prompt(messages=whole.messages, plain=whole.plain, prefix=prefix)
+
+
 def more_prompt(topic: str, missing: int, kind: str, have: list[str]) -> Prompt:
     """Ask for `missing` more ideas, different from those we `have`."""
     topic = tidy_user_text(topic)

@@ -138,6 +138,16 @@ def poem_prompt(topic: str, form: str, style: str | None = None, *, firm: bool =
     return Prompt(messages=tuple(messages), plain=plain, prefix=prefix)
 
 
+def poem_line_prompt(
+    topic: str, form: str, style: str | None, lines: list[str], letter: str = ""
+) -> Prompt:
+    """The prompt for the next line of a poem written line by line: the poem's prompt, with the
+    lines so far (and the next line's forced first letter) as the start of the answer."""
+    whole = poem_prompt(topic, form, style)
+    prefix = "".join(f"{line}\n" for line in lines) + letter
+    return Prompt(messages=whole.messages, plain=whole.plain, prefix=prefix)
+
+
 def acrostic_line_prompt(topic: str, letter: str, word: str) -> Prompt:
     """One line of an acrostic, starting with `letter`: lines are written side by side, which a
     small model does far more reliably than a whole acrostic at once."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import pronouncing
+from wordfreq import zipf_frequency
 
 _WORD = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)*|\d+")
 _VOWELS = re.compile(r"[aeiouy]+")
@@ -44,9 +45,24 @@ METERS: dict[str, Meter] = {
 }
 
 
+# Words a line of verse should not end on: it would stop mid-phrase ("the cat sat on the").
+FUNCTION_WORDS = frozenset(
+    (  # noqa: SIM905 (a list literal of 55 words would fill a page)
+        "a an the and or but nor so yet of to in on at by for from with into onto upon as than "
+        "that this these those my your his her its our their is are was were be been am "
+        "if then when while who whom whose which what where there here not no "
+        "must can could would should shall do does did"
+    ).split()
+)
+# Zipf frequency (wordfreq): 3 is about once per million words; below it, words a reader may
+# not know, and names.
+COMMON = 3.3
+
+
 def warm() -> None:
-    """Load the pronouncing dictionary now rather than on the first poem."""
+    """Load the pronouncing dictionary and word frequencies now rather than on the first poem."""
     pronouncing.phones_for_word("warm")
+    zipf_frequency("warm", "en")
 
 
 def words(line: str) -> list[str]:
@@ -108,6 +124,22 @@ def rhymes(a: str, b: str) -> bool:
     if not a or not b or a == b:
         return False
     return bool(rhyme_keys(a) & rhyme_keys(b))
+
+
+def rhyme_words(ends: list[str], *, avoid: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Common words that rhyme with every word of `ends`, most frequent first: what a line that
+    must rhyme with them may end on. Not the words themselves, nor those in `avoid`."""
+    if not ends:
+        return []
+    taken = {e.lower() for e in ends} | {a.lower() for a in avoid}
+    found = []
+    for word in dict.fromkeys(pronouncing.rhymes(ends[0].lower())):
+        if not word.isalpha() or word in taken or word in FUNCTION_WORDS:
+            continue
+        frequency = zipf_frequency(word, "en")
+        if frequency >= COMMON and all(rhymes(word, e) for e in ends):
+            found.append((frequency, word))
+    return [word for _f, word in sorted(found, reverse=True)]
 
 
 def last_word(line: str) -> str:

@@ -64,6 +64,10 @@ class Task:
     # joined with the first one's by `join` before `finish`.
     extra: tuple[Prompt, ...] = ()
     join: Callable[[list[str]], str] = "\n".join
+    # Written in slots instead (a poem line by line): `compose(drafts)` draws candidates with
+    # `drafts.draw` (its first draw must ask for `prompt` and `params`) and returns the raw
+    # text, which `finish` then cleans. `accept`, `retry` and `extra` are not used.
+    compose: Callable[[Drafts], Awaitable[str]] | None = None
 
     def best(self, text: str, next_raw: str) -> str:
         if self.combine is not None:
@@ -111,9 +115,10 @@ class Pacer:
 
 
 async def show_progress(
-    handle: GenerationHandle, edit: Edit, *, pacer: Pacer | None = None
+    handle: GenerationHandle, edit: Edit, *, pacer: Pacer | None = None, stream: bool = True
 ) -> GenerationResult:
-    """Report the queue position while waiting, then the text as it grows, via `edit(content)`.
+    """Report the queue position while waiting, then (with `stream`) the text as it grows, via
+    `edit(content)`.
 
     Edits at most once per `pacer.interval` (shared when one message shows several attempts).
     Returns the result or raises the `GenerationError`; cancelling the caller cancels the
@@ -135,7 +140,7 @@ async def show_progress(
                 shown_position = position
             await handle.wait_started(timeout=pacer.interval)
         async for _chunk in handle:
-            if pacer.due:
+            if stream and pacer.due:
                 preview = handle.text.strip()
                 if len(preview) > STREAM_PREVIEW_CHARS:
                     preview = "…" + preview[-STREAM_PREVIEW_CHARS:]
@@ -145,6 +150,84 @@ async def show_progress(
         handle.cancel()
         raise
     return await handle.result()
+
+
+class Drafts:
+    """The candidates of a task written in slots, drawn through the queue (see `Task.compose`).
+
+    `draw(prompt, params, n)` returns the answers of `n` requests decoded side by side (the
+    first draw includes the task's own queued request, whose place in the queue is shown while
+    it waits); a candidate that failed is left out, and if all failed the first error is
+    raised. `show(text)` shows the text written so far, paced. `result(text)` is the whole
+    task's result: every candidate's tokens, and the time from the first start to now.
+    """
+
+    def __init__(
+        self, queue: GenerationQueue, first: GenerationHandle, edit: Edit, pacer: Pacer
+    ) -> None:
+        self.queue = queue
+        self.first: GenerationHandle | None = first
+        self.request = first.request
+        self.edit = edit
+        self.pacer = pacer
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.queued_s = 0.0
+        self.started: float | None = None
+        self.model = ""
+
+    async def draw(self, prompt: Prompt, params: SamplingParams, n: int) -> list[GenerationResult]:
+        handles: list[GenerationHandle] = []
+        first, self.first = self.first, None
+        if first is not None:
+            if first.request.prompt == prompt and first.request.params == params:
+                handles.append(first)
+            else:
+                first.cancel()
+        # parts of an accepted task: not new requests for the per-user limit
+        handles += [
+            self.queue.submit(
+                GenerationRequest(self.request.user_id, prompt, params), count_for_user=False
+            )
+            for _ in range(n - len(handles))
+        ]
+        try:
+            if first is not None and handles[0] is first:
+                await show_progress(first, self.edit, pacer=self.pacer, stream=False)
+            outcomes = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        except BaseException:
+            for handle in handles:
+                handle.cancel()
+            raise
+        results = [o for o in outcomes if isinstance(o, GenerationResult)]
+        if not results:
+            error = outcomes[0]
+            raise error if isinstance(error, BaseException) else GenerationError()
+        for result in results:
+            self.prompt_tokens += result.prompt_tokens
+            self.completion_tokens += result.completion_tokens
+            self.model = result.model
+        if self.started is None:
+            self.queued_s = results[0].queued_s
+            self.started = time.monotonic() - max(r.generation_s for r in results)
+        return results
+
+    async def show(self, text: str) -> None:
+        if self.pacer.due and text.strip():
+            self.pacer.last = time.monotonic()
+            await self.edit(f"✍️ {text.strip()}")
+
+    def result(self, text: str) -> GenerationResult:
+        return GenerationResult(
+            request_id=self.request.id,
+            text=text,
+            finish_reason="stop",
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            queued_s=self.queued_s,
+            generation_s=time.monotonic() - (self.started or time.monotonic()),
+            model=self.model,
+        )
 
 
 def _added(first: GenerationResult, then: GenerationResult) -> GenerationResult:
@@ -169,13 +252,18 @@ async def complete(
     """Finish `task`: its text, the (combined) result, and whether it took another try.
 
     The first attempt's `GenerationError` propagates; a failed later try keeps what it had.
+    A task written in slots (`compose`) fails as a whole: a poem missing its middle is no poem.
     """
+    pacer = pacer or Pacer()
+    if task.compose is not None:
+        drafts = Drafts(queue, handle, edit, pacer)
+        raw = await task.compose(drafts)
+        return task.finish(raw), drafts.result(raw), False
     # Parts of an accepted task are not new requests for the per-user limit.
     extras = [
         queue.submit(GenerationRequest(user_id, p, task.params), count_for_user=False)
         for p in task.extra
     ]
-    pacer = pacer or Pacer()
     try:
         result = await show_progress(handle, edit, pacer=pacer)
         parts = [await h.result() for h in extras]

@@ -7,19 +7,14 @@ the same task from them, with the same prompt, parameters and post-processing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from bot.config import Settings
 from bot.generation.types import Prompt, SamplingParams
-from bot.prompts import FORMS, clean_output, poem_prompt, shape_poem
-from bot.prompts.brainstorm import (
-    brainstorm_prompt,
-    expand_prompt,
-    more_prompt,
-    number,
-    parse_ideas,
-)
+from bot.prompts import FORMS, clean_output, prosody
+from bot.prompts.brainstorm import expand_prompt, item_prompt, number, parse_ideas
 from bot.prompts.chat import chat_prompt
 from bot.prompts.critique import (
     character_cues,
@@ -34,112 +29,105 @@ from bot.prompts.critique import (
     scene_prompt,
     without_line_notes,
 )
-from bot.prompts.poems import acrostic_line_prompt, acrostic_word
+from bot.prompts.poems import acrostic_word, poem_line_prompt
 from bot.prompts.refine import KINDS as REFINE_KINDS
 from bot.prompts.refine import refine_prompt
 from bot.store import GenerationRecord
-from bot.writing.run import Task
+from bot.writing.compose import Slot, line_params, slots_for, write_list, write_poem
+from bot.writing.run import Drafts, Task
 
 
-def poem_task(settings: Settings, topic: str, form: str, style: str | None = None) -> Task:
-    """The task for a poem about `topic` in `form` (a key of `FORMS`), in an optional style."""
-    spec = FORMS[form]
+def with_channel(
+    own: SamplingParams, channel: SamplingParams | None, *, candidates: bool = False
+) -> SamplingParams:
+    """A command's own parameters (its length, stop, probes) decoded the channel's way: its
+    method, temperature, top-p, repetition penalty and beams. A command that chooses among
+    candidates keeps sampling: greedy or beam candidates would all be the same text."""
+    if channel is None:
+        return own
+    return replace(
+        own,
+        method="sampling" if candidates else channel.method,
+        temperature=channel.temperature,
+        top_p=channel.top_p,
+        repetition_penalty=channel.repetition_penalty,
+        num_beams=channel.num_beams,
+    )
+
+
+def _channel_inputs(channel: SamplingParams | None) -> dict[str, Any]:
+    """How a task stores the channel's decoding, so that 🔁 decodes the same way."""
+    return {"channel": channel.to_dict()} if channel is not None else {}
+
+
+def poem_task(
+    settings: Settings,
+    topic: str,
+    form: str,
+    style: str | None = None,
+    channel: SamplingParams | None = None,
+) -> Task:
+    """A poem about `topic` in `form` (a key of `FORMS`), written line by line: each line chosen
+    from candidates by its syllables, its rhyme, the model's fluency and the topic (see
+    `bot.writing.compose`). A poem that still misses its form says how (`shortfall`)."""
     word = acrostic_word(topic) if form == "acrostic" else ""
-    lines = len(word) if word else spec.lines
-    if word:
-        return acrostic_task(settings, topic, word)
+    slots = slots_for(form, word)
 
-    def finish(text: str) -> str:
-        poem, _fits = shape_poem(clean_output(text), lines)
-        return poem
+    def prompt_for(lines: list[str], letter: str) -> Prompt:
+        return poem_line_prompt(topic, form, style, lines, letter)
 
-    def accept(poem: str) -> bool:
-        rows = poem.splitlines()
-        if word:
-            return "".join(r.lstrip()[:1].upper() for r in rows) == word
-        return bool(rows) and (lines is None or len(rows) == lines)
+    def params_for(slot: Slot, pool: Sequence[str]) -> SamplingParams:
+        return with_channel(line_params(slot, pool), channel, candidates=True)
+
+    async def compose(drafts: Drafts) -> str:
+        return await write_poem(drafts.draw, drafts.show, prompt_for, slots, topic, params_for)
+
+    def shortfall(poem: str) -> str | None:
+        misses = prosody.check(poem, form, word=word).misses
+        return f"Off the form: {'; '.join(misses)}." if misses else None
 
     return Task(
         command="poem",
-        title=f"{spec.label} · {' '.join(topic.split())[:200]}",
-        prompt=poem_prompt(topic, form, style),
-        # A little cooler than the default: a 135M model wanders off the form when hotter.
-        params=SamplingParams(
-            max_new_tokens=min(spec.max_new_tokens, settings.max_new_tokens),
-            temperature=0.7,
-            top_p=0.9,
-            repetition_penalty=1.15,
-        ),
-        inputs={"topic": topic, "form": form, "style": style},
-        finish=finish,
-        accept=accept,
-        retry=lambda _first: poem_prompt(topic, form, style, firm=True),
+        title=f"{FORMS[form].label} · {' '.join(topic.split())[:200]}",
+        prompt=prompt_for([], slots[0].letter),
+        params=params_for(slots[0], []),
+        inputs={"topic": topic, "form": form, "style": style, **_channel_inputs(channel)},
+        finish=lambda poem: poem.strip(),
+        compose=compose,
+        shortfall=shortfall,
     )
 
 
-def acrostic_task(settings: Settings, topic: str, word: str) -> Task:
-    """An acrostic, its lines written side by side, each from its own letter."""
-
-    def first_line(text: str) -> str:
-        rows = [r.strip() for r in clean_output(text).splitlines() if r.strip()]
-        return rows[0] if rows else ""
-
-    def join(texts: list[str]) -> str:
-        return "\n".join(first_line(t) for t in texts)
-
-    def accept(poem: str) -> bool:
-        return "".join(r.lstrip()[:1].upper() for r in poem.splitlines()) == word
-
-    prompts = [acrostic_line_prompt(topic, letter, word) for letter in word]
-    return Task(
-        command="poem",
-        title=f"{FORMS['acrostic'].label} · {' '.join(topic.split())[:200]}",
-        prompt=prompts[0],
-        extra=tuple(prompts[1:]),
-        join=join,
-        params=SamplingParams(
-            max_new_tokens=20, temperature=0.7, top_p=0.9, repetition_penalty=1.15
-        ),
-        inputs={"topic": topic, "form": "acrostic", "style": None},
-        finish=lambda text: "\n".join(r for r in text.splitlines() if r.strip()),
-        accept=accept,
+def brainstorm_task(
+    settings: Settings, topic: str, count: int, kind: str, channel: SamplingParams | None = None
+) -> Task:
+    """`count` numbered ideas of `kind` about `topic`, written item by item: the numbering is
+    the program's, each item ends at its line, and repeats and rambles give way to another
+    candidate. A list still short after every round says so (`shortfall`)."""
+    own = SamplingParams(
+        max_new_tokens=64,
+        temperature=0.85,
+        top_p=0.95,
+        repetition_penalty=1.15,
+        stop=("\n",),
+        logprobs=True,
     )
+    params = with_channel(own, channel, candidates=True)
 
+    def prompt_for(have: list[str]) -> Prompt:
+        return item_prompt(topic, count, kind, have)
 
-def brainstorm_task(settings: Settings, topic: str, count: int, kind: str) -> Task:
-    """`count` numbered ideas of `kind` about `topic`, asking again for the missing ones; a
-    list still short after that says so (`shortfall`)."""
-
-    def finish(text: str) -> str:
-        return number(parse_ideas(clean_output(text))[:count])
-
-    def more(first: str) -> Prompt:
-        have = parse_ideas(first)
-        return more_prompt(topic, count - len(have), kind, have)
-
-    def combine(first: str, second_raw: str) -> str:
-        # parsed again as one list, so that repeats across the two answers count once
-        both = number(parse_ideas(first) + parse_ideas(clean_output(second_raw)))
-        return number(parse_ideas(both)[:count])
+    async def compose(drafts: Drafts) -> str:
+        return number(await write_list(drafts.draw, drafts.show, prompt_for, params, count, topic))
 
     return Task(
         command="brainstorm",
         title=f"{count} {kind} · {' '.join(topic.split())[:200]}",
-        prompt=brainstorm_prompt(topic, count, kind),
-        params=SamplingParams(
-            # a small model writes long ideas; room for all of them beats a cut-off list
-            max_new_tokens=min(52 * count + 24, max(settings.max_new_tokens * 3, 200)),
-            temperature=0.8,
-            top_p=0.95,
-            repetition_penalty=1.15,
-        ),
-        inputs={"topic": topic, "count": count, "kind": kind},
-        finish=finish,
-        accept=lambda text: len(parse_ideas(text)) == count,
-        retry=more,
-        combine=combine,
-        # A small model repeats itself; each try asks only for the ideas still missing.
-        tries=3,
+        prompt=prompt_for([]),
+        params=params,
+        inputs={"topic": topic, "count": count, "kind": kind, **_channel_inputs(channel)},
+        finish=lambda text: number(parse_ideas(text)[:count]),
+        compose=compose,
         shortfall=lambda text: shortfall(len(parse_ideas(text)), count),
     )
 
@@ -151,19 +139,25 @@ def shortfall(have: int, count: int) -> str | None:
     return f"Only {have} of the {count} ideas came out distinct; 🔁 asks again."
 
 
-def expand_task(settings: Settings, topic: str, idea: str, index: int) -> Task:
+def expand_task(
+    settings: Settings, topic: str, idea: str, index: int, channel: SamplingParams | None = None
+) -> Task:
     """One brainstormed idea grown into a paragraph."""
     return Task(
         command="expand",
         title=f"Idea {index}, expanded",
         prompt=expand_prompt(topic, idea),
-        params=SamplingParams(max_new_tokens=min(220, settings.max_new_tokens * 2)),
-        inputs={"topic": topic, "idea": idea, "index": index},
+        params=with_channel(
+            SamplingParams(max_new_tokens=min(220, settings.max_new_tokens * 2)), channel
+        ),
+        inputs={"topic": topic, "idea": idea, "index": index, **_channel_inputs(channel)},
         finish=clean_output,
     )
 
 
-def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
+def critique_task(
+    settings: Settings, text: str, focus: str, tone: str, channel: SamplingParams | None = None
+) -> Task:
     """Strengths and suggestions, then notes on lines the program picks and quotes from `text`.
 
     The model writes the notes, one prompt a line, side by side with the critique. What it
@@ -203,13 +197,16 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
         command="critique",
         title=f"Critique · {focus} · {tone}",
         prompt=prompt,
-        params=SamplingParams(
-            max_new_tokens=min(260, settings.max_new_tokens * 2),
-            temperature=0.6,
-            top_p=0.9,
-            repetition_penalty=1.15,
+        params=with_channel(
+            SamplingParams(
+                max_new_tokens=min(260, settings.max_new_tokens * 2),
+                temperature=0.6,
+                top_p=0.9,
+                repetition_penalty=1.15,
+            ),
+            channel,
         ),
-        inputs={"text": text, "focus": focus, "tone": tone},
+        inputs={"text": text, "focus": focus, "tone": tone, **_channel_inputs(channel)},
         finish=finish,
         accept=accept,
         retry=lambda _first: prompt,
@@ -219,20 +216,34 @@ def critique_task(settings: Settings, text: str, focus: str, tone: str) -> Task:
     )
 
 
-def scene_task(settings: Settings, setting: str, characters: str, situation: str | None) -> Task:
+def scene_task(
+    settings: Settings,
+    setting: str,
+    characters: str,
+    situation: str | None,
+    channel: SamplingParams | None = None,
+) -> Task:
     """A short scene in screenplay form."""
     cues = character_cues(characters)
     return Task(
         command="scene",
         title=f"Scene · {' '.join(setting.split())[:200]}",
         prompt=scene_prompt(setting, characters, situation),
-        params=SamplingParams(
-            max_new_tokens=min(300, settings.max_new_tokens * 2),
-            temperature=0.75,
-            top_p=0.92,
-            repetition_penalty=1.15,
+        params=with_channel(
+            SamplingParams(
+                max_new_tokens=min(300, settings.max_new_tokens * 2),
+                temperature=0.75,
+                top_p=0.92,
+                repetition_penalty=1.15,
+            ),
+            channel,
         ),
-        inputs={"setting": setting, "characters": characters, "situation": situation},
+        inputs={
+            "setting": setting,
+            "characters": characters,
+            "situation": situation,
+            **_channel_inputs(channel),
+        },
         finish=clean_output,
         accept=lambda scene: has_dialogue(scene, cues),
         retry=lambda _first: scene_prompt(setting, characters, situation),
@@ -257,24 +268,33 @@ def chat_task(
     )
 
 
+def _channel(inputs: dict[str, Any]) -> SamplingParams | None:
+    stored = inputs.get("channel")
+    return SamplingParams.from_dict(stored) if isinstance(stored, dict) else None
+
+
 BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
     "poem": lambda settings, inputs: poem_task(
-        settings, inputs["topic"], inputs["form"], inputs.get("style")
+        settings, inputs["topic"], inputs["form"], inputs.get("style"), _channel(inputs)
     ),
     "brainstorm": lambda settings, inputs: brainstorm_task(
-        settings, inputs["topic"], int(inputs["count"]), inputs["kind"]
+        settings, inputs["topic"], int(inputs["count"]), inputs["kind"], _channel(inputs)
     ),
     "critique": lambda settings, inputs: critique_task(
-        settings, inputs["text"], inputs["focus"], inputs["tone"]
+        settings, inputs["text"], inputs["focus"], inputs["tone"], _channel(inputs)
     ),
     "scene": lambda settings, inputs: scene_task(
-        settings, inputs["setting"], inputs["characters"], inputs.get("situation")
+        settings,
+        inputs["setting"],
+        inputs["characters"],
+        inputs.get("situation"),
+        _channel(inputs),
     ),
     "chat": lambda settings, inputs: chat_task(
         settings, inputs["text"], inputs.get("persona", ""), inputs.get("earlier")
     ),
     "expand": lambda settings, inputs: expand_task(
-        settings, inputs["topic"], inputs["idea"], int(inputs["index"])
+        settings, inputs["topic"], inputs["idea"], int(inputs["index"]), _channel(inputs)
     ),
 }
 
