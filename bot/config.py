@@ -48,6 +48,7 @@ class Settings:
     generation_timeout: float = 120.0
     max_new_tokens: int = 200
     continuous_memory_fraction: float = 0.1
+    prefix_cache_mb: int = 256
     story_context_tokens: int = 1536
     openai_base_url: str | None = None
     openai_api_key: str | None = None
@@ -152,6 +153,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "GENERATION_TIMEOUT": _float("GENERATION_TIMEOUT", 1.0, 3600.0),
     "MAX_NEW_TOKENS": _int("MAX_NEW_TOKENS", 16, 4096),
     "CONTINUOUS_MEMORY_FRACTION": _float("CONTINUOUS_MEMORY_FRACTION", 0.01, 0.95),
+    "PREFIX_CACHE_MB": _int("PREFIX_CACHE_MB", 0, 1_000_000),
     "STORY_CONTEXT_TOKENS": _int("STORY_CONTEXT_TOKENS", 200, 100_000),
     "OPENAI_BASE_URL": _url,
     "OPENAI_API_KEY": _optional,

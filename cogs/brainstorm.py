@@ -46,7 +46,7 @@ class Brainstorm(commands.Cog):
         count: app_commands.Range[int, 3, 10] = 5,
         kind: str = "anything",
     ) -> None:
-        """Brainstorm a numbered list of ideas; pick one to expand it."""
+        """Brainstorm exactly N ideas, each picked from several sampled drafts; expand any one."""
         if not topic.strip() or len(topic) > TOPIC_LIMIT:
             await refuse(interaction, f"Please give a topic of 1 to {TOPIC_LIMIT} characters.")
             return

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.prompts import FORMS
+from bot.prompts import FORMS, prosody
 from bot.services import Services
 from bot.ui.deliver import answer_with_generation
 from bot.ui.replies import refuse
@@ -33,6 +34,8 @@ class Poetry(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.menu)
+        # the pronouncing dictionary takes about a second to load: not on the event loop
+        await asyncio.to_thread(prosody.warm)
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
@@ -53,7 +56,7 @@ class Poetry(commands.Cog):
         form: str = "free_verse",
         style: str | None = None,
     ) -> None:
-        """Write a poem about a topic, in the form you choose."""
+        """Write a poem in the form you choose, each line picked from several sampled drafts."""
         if not topic.strip():
             await refuse(interaction, "Please give the poem a topic.")
             return

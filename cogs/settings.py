@@ -36,6 +36,17 @@ REFUSAL = (
 )
 
 
+# Said beside the values: every command starts from them, and these are the exceptions.
+OVERRIDES = (
+    "Every command decodes with this channel's `decoding`, `temperature`, `top_p`, "
+    "`repetition_penalty` and `beams`, except:\n"
+    "• /poem and /brainstorm always sample: they choose each line or idea among several "
+    "drafts, and greedy or beam drafts would all be the same.\n"
+    "• `max_length` limits chat and story answers; poems, lists, critiques and scenes take "
+    "the length their form needs."
+)
+
+
 @app_commands.guild_only()
 class Settings(commands.GroupCog, group_name="settings"):
     """How the bot writes in this server and channel."""
@@ -66,6 +77,7 @@ class Settings(commands.GroupCog, group_name="settings"):
         embed = discord.Embed(
             title="Settings here", description="\n".join(lines), colour=EMBED_COLOUR
         )
+        embed.add_field(name="Where a command decodes its own way", value=OVERRIDES, inline=False)
         embed.set_footer(text="Change with /settings set; undo with /settings reset.")
         await interaction.response.send_message(embed=embed, ephemeral=True)
 

@@ -152,6 +152,23 @@ def assert_numbered_list(shown: str, count: int) -> int:
     return have
 
 
+def assert_poem_form(shown: str, form: str, word: str = "") -> str:
+    """What a poem promises, whatever the model samples: it meets its form as a reader counts
+    (lines, syllables within one, rhymes, initials), or a plain note under it says what it
+    misses. Returns the poem without the note."""
+    from bot.prompts import prosody
+
+    poem, sep, note = shown.rpartition("\n\n*")
+    if not sep:
+        poem, note = shown, ""
+    verdict = prosody.check(poem, form, word=word)
+    assert poem.strip() and "<|im_" not in poem
+    assert verdict.ok or note.startswith("Off the form: "), (verdict.misses, shown)
+    if word:  # each line begins with its letter, by construction
+        assert prosody.initials(poem.splitlines()) == word[: len(poem.splitlines())]
+    return poem
+
+
 def assert_grounded_critique(shown: str, text: str) -> None:
     """What a critique promises, whatever the model samples: every quoted line is a line of
     `text` word for word, each with a note of its own (none repeated), every quotation in

@@ -9,6 +9,7 @@ from bot.prompts.critique import (
     critique_sections,
     grounded,
     has_dialogue,
+    only_named,
     quotable_lines,
     quotations,
     scene_heading,
@@ -53,6 +54,12 @@ def test_sections_quotes_and_dialogue() -> None:
     assert not has_dialogue("INT. X\n\nMaya walks in and sits.\n", ["Maya"])
     assert scene_heading("a rainy street") == "EXT. A RAINY STREET - NIGHT"
     assert scene_heading("the kitchen") == "INT. THE KITCHEN - NIGHT"
+
+
+def test_only_the_named_characters_speak() -> None:
+    scene = "INT. BAKERY - NIGHT\n\nADA\nHello.\n\nBOB (V.O.)\nWho is it?\nMe.\n\nBEN\nIt's me."
+    kept = only_named(scene, ["ADA", "BEN"])
+    assert kept == "INT. BAKERY - NIGHT\n\nADA\nHello.\n\nBEN\nIt's me."
 
 
 def test_quotations_are_told_from_proposed_rewrites() -> None:
@@ -132,4 +139,5 @@ async def test_scene_is_in_screenplay_form(world: World) -> None:
     scene = message.embeds[0]["description"]
     assert scene.startswith("INT. A LIGHTHOUSE - NIGHT\n\n")
     assert len(scene.splitlines()) >= 3
+    assert only_named(scene, ["ADA", "BEN"]) == scene  # nobody else speaks
     assert emu.errors == []

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from emulator import Message
-from tests.conftest import World
+from tests.conftest import World, assert_poem_form
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,10 @@ def finished(message: Message) -> bool:
 
 async def test_poem_command_is_registered(world: World) -> None:
     poem = next(c for c in world.emu.commands[None] if c["name"] == "poem")
-    assert poem["description"] == "Write a poem about a topic, in the form you choose."
+    assert (
+        poem["description"]
+        == "Write a poem in the form you choose, each line picked from several sampled drafts."
+    )
     form = next(o for o in poem["options"] if o["name"] == "form")
     assert {c["value"] for c in form["choices"]} == {
         "free_verse",
@@ -49,9 +52,7 @@ async def test_haiku_arrives_streams_and_is_saved(world: World) -> None:
     message = await emu.wait_final(interaction, finished, timeout=180)
     embed = message.embeds[0]
     assert embed["title"] == "Haiku · autumn rain"
-    poem = embed["description"]
-    assert poem.strip() and "<|im_" not in poem
-    assert 1 <= len(poem.splitlines()) <= 3
+    poem = assert_poem_form(embed["description"], "haiku")
     assert embed["footer"]["text"].startswith("SmolLM2-135M-Instruct · ")
     assert message.content == ""
     assert interaction.callback_type == 5  # deferred at once
@@ -136,7 +137,6 @@ async def test_acrostic_spells_its_word(world: World) -> None:
         world.alice, world.channel, "poem", topic="a quiet harbour", form="acrostic"
     )
     message = await emu.wait_final(interaction, finished, timeout=180)
-    poem = message.embeds[0]["description"]
-    # its lines are written side by side, each from its own letter
-    assert "".join(line[:1] for line in poem.splitlines()).upper() == "QUIET"
+    # each line is written after the ones before it, beginning with its letter
+    assert_poem_form(message.embeds[0]["description"], "acrostic", "QUIET")
     assert emu.errors == []

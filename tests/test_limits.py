@@ -63,7 +63,9 @@ async def test_limits_answer_privately_over_discord(scripted: World) -> None:  #
             interaction = await emu.slash(dave, scripted.channel, "brainstorm", topic=topic)
             await emu.wait_for(lambda i=interaction: i.callback_type is not None, timeout=30)  # type: ignore[misc]
             answers.append(interaction)
-        assert [i.ephemeral for i in answers] == [False, False, True]
+        assert [i.ephemeral for i in answers] == [False, False, True], [
+            getattr(emu.original(i), "content", None) for i in answers
+        ]
         assert "going fast" in emu.original(answers[2]).content  # type: ignore[union-attr]
     finally:
         limits.per_minute = 0

@@ -70,8 +70,10 @@ async def test_bursts_of_requests_all_end_once_fairly(tmp_path: Path) -> None:
             order = [p for p in people for _ in range(PER_BURST)]
             rng.shuffle(order)  # who comes first in a burst changes
             for n, person in enumerate(order):
+                # A scene is one request (a poem is now many small ones, its lines' candidates,
+                # which would measure the poem rather than the queue's fairness under bursts).
                 interaction = await emu.slash(
-                    person, world.channel, "poem", topic=f"load {burst} {n}", form="free_verse"
+                    person, world.channel, "scene", setting=f"load {burst} {n}", characters="Ada"
                 )
                 interactions.append(interaction)
                 owner[interaction.id] = person.id

@@ -222,12 +222,32 @@ async def test_concurrent_engine_takes_new_requests_while_others_run() -> None:
             await handle.result()
 
 
-async def test_parts_of_an_accepted_task_skip_the_per_user_limit() -> None:
+async def test_parts_of_an_accepted_task_are_never_refused() -> None:
     engine = ScriptedEngine()
-    async with GenerationQueue(engine, max_queue=10, max_pending_per_user=1) as queue:
+    async with GenerationQueue(engine, max_queue=2, max_pending_per_user=1) as queue:
         first = queue.submit(request(1, "a b"))
         with pytest.raises(TooManyPending):
             queue.submit(request(1, "c"))
+        # past the user's limit and the queue's bound: refusing them would lose the task
         parts = [queue.submit(request(1, f"part {i}"), count_for_user=False) for i in range(3)]
+        with pytest.raises(QueueFull):  # while they wait, a new task finds the queue full
+            queue.submit(request(2, "d"))
         for handle in [first, *parts]:
             await handle.result()
+
+
+async def test_a_task_written_in_rounds_counts_once_toward_its_users_limit() -> None:
+    async with GenerationQueue(ScriptedEngine(delay=0.0), max_pending_per_user=1) as queue:
+        first = queue.submit(request(1, "a poem"))
+        with queue.held(first):
+            parts = [queue.submit(request(1, "a line"), count_for_user=False) for _ in range(3)]
+            assert queue.pending_for(1) == 1
+            with pytest.raises(TooManyPending):
+                queue.submit(request(1, "another poem"))
+            for handle in [first, *parts]:
+                await handle.result()
+            assert queue.pending_for(1) == 1  # between its rounds too
+            with pytest.raises(TooManyPending):
+                queue.submit(request(1, "another poem"))
+        assert queue.pending_for(1) == 0
+        await queue.submit(request(1, "another poem")).result()

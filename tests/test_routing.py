@@ -10,7 +10,12 @@ from bot.ui.render import ATTACHED_NOTE, attachments_for, written_embed
 from bot.writing.run import NOTHING_USABLE, Written
 from bot.writing.tasks import chat_task
 from emulator import Channel, Message
-from tests.conftest import World, assert_grounded_critique, assert_numbered_list
+from tests.conftest import (
+    World,
+    assert_grounded_critique,
+    assert_numbered_list,
+    assert_poem_form,
+)
 
 
 def test_long_answers_are_cut_at_a_boundary_and_attached() -> None:
@@ -100,6 +105,7 @@ async def test_brainstorm_mode_and_poem_about_a_message(world: World) -> None:
     poem = await emu.context_menu(world.alice, said, "Write a poem about this")
     done = await emu.wait_final(poem, lambda m: bool(m.embeds), timeout=180)
     assert done.embeds[0]["title"] == "Free verse · My grandmother kept bees on the roof."
+    assert_poem_form(done.embeds[0]["description"], "free_verse")
 
     styled = await emu.slash(
         world.alice, world.channel, "poem", topic="tea", form="haiku", style="playful"

@@ -52,6 +52,9 @@ async def test_server_defaults_and_channel_overrides(world: World) -> None:
     assert "`mode` = 'story'  (server)" in text
     assert "`temperature` = 0.5  (channel)" in text
     assert "`top_p` = 0.95  (default)" in text
+    # the exceptions to "every command decodes the channel's way" are said beside the values
+    overrides = shown.embeds[0]["fields"][0]
+    assert "/poem and /brainstorm always sample" in overrides["value"]
 
     bad = await emu.slash(world.mod, world.channel, "settings set", key="temperature", value="9")
     assert (await answer(world, bad)).content == (

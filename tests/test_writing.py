@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from bot.config import load_settings
 from bot.generation.queue import GenerationQueue
-from bot.generation.types import GenerationRequest
+from bot.generation.types import GenerationRequest, SamplingParams
 from bot.prompts.brainstorm import parse_ideas
 from bot.ui.render import written_embed
 from bot.writing.compose import CANDIDATES, ROUNDS
 from bot.writing.run import Written, complete
-from bot.writing.tasks import brainstorm_task
+from bot.writing.tasks import (
+    brainstorm_task,
+    build_task,
+    critique_task,
+    expand_task,
+    poem_task,
+    scene_task,
+)
 from tests.fakes import ScriptedEngine
 
 
@@ -39,3 +46,26 @@ def test_a_note_is_shown_under_the_text_never_in_it() -> None:
     assert written_embed(written).description == "1. A heist\n\n*Only 1 of 5.*"
     plain = Written(1, 7, "1. A heist", "5 plots · a heist", "m", 1.0)
     assert written_embed(plain).description == "1. A heist"
+
+
+def test_the_channel_decoding_is_every_commands_base() -> None:
+    settings = load_settings({}, dotenv_path=None)
+    channel = SamplingParams(method="greedy", temperature=0.3, top_p=0.5, repetition_penalty=1.3)
+    decoded = [
+        critique_task(settings, "The door creaked.", "overall", "balanced", channel),
+        scene_task(settings, "a bakery", "Ada, Ben", None, channel),
+        expand_task(settings, "a heist", "The vault is empty.", 1, channel),
+    ]
+    chosen = [
+        poem_task(settings, "rain", "haiku", None, channel),
+        brainstorm_task(settings, "a heist", 5, "plots", channel),
+    ]
+    for task in decoded + chosen:
+        p = task.params
+        assert (p.temperature, p.top_p, p.repetition_penalty) == (0.3, 0.5, 1.3), task.command
+        # 🔁 rebuilds the task from what was stored, decoded the same way
+        rebuilt = build_task(task.command, task.inputs, settings)
+        assert rebuilt is not None and rebuilt.params == p
+    assert {t.params.method for t in decoded} == {"greedy"}
+    # choosing among drafts needs drafts that differ (said in /settings show and the help)
+    assert {t.params.method for t in chosen} == {"sampling"}

@@ -42,7 +42,12 @@ def build_engine(settings: Settings) -> Engine:
     kind = "batched" if settings.engine == "auto" else settings.engine
     log.info("Engine: %s (max batch %d)", kind, settings.max_batch)
     if kind == "sequential":
-        return TransformersEngine(loaded.model, loaded.tokenizer, model_name=loaded.name)
+        return TransformersEngine(
+            loaded.model,
+            loaded.tokenizer,
+            model_name=loaded.name,
+            prefix_cache_mb=settings.prefix_cache_mb,
+        )
     if kind == "continuous":
         return ContinuousEngine(
             loaded.model,
@@ -52,5 +57,9 @@ def build_engine(settings: Settings) -> Engine:
             memory_fraction=settings.continuous_memory_fraction,
         )
     return BatchedEngine(
-        loaded.model, loaded.tokenizer, model_name=loaded.name, max_batch=settings.max_batch
+        loaded.model,
+        loaded.tokenizer,
+        model_name=loaded.name,
+        max_batch=settings.max_batch,
+        prefix_cache_mb=settings.prefix_cache_mb,
     )

@@ -5,6 +5,7 @@ Promises:
   chunks, with `position`, `cancel()` and `result()`), or raises `QueueRefused`: `QueueFull`
   when `max_queue` requests are waiting, `TooManyPending` when the user already has
   `max_pending_per_user` requests waiting or running. A refused request leaves no trace.
+  The parts of a task already accepted (`count_for_user=False`) are never refused.
 - Fair: waiting requests are served round-robin across users, so one user's ten requests
   do not starve another user's one. Within a user, first come first served.
 - Up to `engine.max_batch` requests are handed to the engine together; the engine decides how
@@ -36,7 +37,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from bot.generation.base import Engine
@@ -74,6 +75,7 @@ class GenerationHandle:
         self._result: GenerationResult | None = None
         self._error: GenerationError | None = None
         self.text = ""  # everything streamed so far
+        self.counted = True  # toward its user's pending limit (`submit(count_for_user=...)`)
         self.submitted_at = time.monotonic()
         self.started_at: float | None = None
 
@@ -240,6 +242,7 @@ class GenerationQueue:
         self._flush_scheduled = False
         self._batches: set[asyncio.Task[None]] = set()  # concurrent engines only
         self._waiting: OrderedDict[int, deque[GenerationHandle]] = OrderedDict()
+        self._held: dict[int, int] = {}  # users' tasks running in several rounds (`held`)
         self._running: set[GenerationHandle] = set()
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -292,25 +295,46 @@ class GenerationQueue:
         return sum(len(q) for q in self._waiting.values())
 
     def pending_for(self, user_id: int) -> int:
-        """Requests of `user_id` waiting or running."""
-        running = sum(1 for h in self._running if h.request.user_id == user_id)
-        return len(self._waiting.get(user_id, ())) + running
+        """Requests of `user_id` waiting or running, parts of accepted tasks not counted, and
+        tasks written in several requests (`held`) counted once each."""
+        running = sum(1 for h in self._running if h.request.user_id == user_id and h.counted)
+        waiting = sum(h.counted for h in self._waiting.get(user_id, ()))
+        return waiting + running + self._held.get(user_id, 0)
+
+    @contextlib.contextmanager
+    def held(self, first: GenerationHandle) -> Iterator[None]:
+        """While the block runs, count one pending request for `first`'s user in place of
+        `first`: a task written in several rounds of requests (a poem, line by line) stays one
+        request toward the per-user limit between its rounds too."""
+        user = first.request.user_id
+        first.counted = False
+        self._held[user] = self._held.get(user, 0) + 1
+        try:
+            yield
+        finally:
+            self._held[user] -= 1
+            if not self._held[user]:
+                del self._held[user]
 
     def submit(
         self, request: GenerationRequest, *, count_for_user: bool = True
     ) -> GenerationHandle:
         """Queue a request; raises `QueueRefused` (with a user-facing message) if it cannot.
 
-        `count_for_user=False` is for the extra parts of one task the user already got accepted
-        (an acrostic's lines): they skip the per-user limit, never the queue's bound.
+        `count_for_user=False` is for the parts of a task already accepted (a line's
+        candidates, a critique's line notes): they are not refused, by the per-user limit or
+        by the queue's bound, since a task refused half-way would be lost half-written; nor do
+        they count toward the user's limit. A task's parts are few, and while they wait, new
+        tasks find the queue that much fuller.
         """
         if self._closed:
             raise ShuttingDown("queue is closed")
         if count_for_user and self.pending_for(request.user_id) >= self.max_pending_per_user:
             raise TooManyPending(self.max_pending_per_user)
-        if self.waiting >= self.max_queue:
+        if count_for_user and self.waiting >= self.max_queue:
             raise QueueFull(f"{self.waiting} requests waiting")
         handle = GenerationHandle(request, self)
+        handle.counted = count_for_user
         self._waiting.setdefault(request.user_id, deque()).append(handle)
         self._wakeup.set()
         return handle

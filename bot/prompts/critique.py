@@ -201,6 +201,27 @@ def character_cues(characters: str) -> list[str]:
     return [n.split()[-1].upper() for n in names if n.split()][:6]
 
 
+_CUE = re.compile(r"[A-Z][A-Z .'’-]{0,30}(\s*\(.*\))?")
+
+
+def only_named(scene: str, names: list[str]) -> str:
+    """The scene without the speeches of characters nobody named: a cue line ("BOB") that is
+    not one of `names` is dropped with the lines spoken under it, up to the next blank line.
+    Headings and transitions ("INT.", "CUT TO:") stay."""
+    wanted = {n.upper() for n in names}
+    kept: list[str] = []
+    skipping = False
+    for line in scene.splitlines():
+        bare = line.strip()
+        if not bare:
+            skipping = False
+        elif _CUE.fullmatch(bare) and not bare.startswith(("INT", "EXT", "CUT", "FADE")):
+            skipping = bool(wanted) and re.sub(r"\s*\(.*\)$", "", bare) not in wanted
+        if not skipping:
+            kept.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
 def has_dialogue(scene: str, names: list[str]) -> bool:
     """Whether a character name stands on its own line followed by a line of speech."""
     lines = [line.strip() for line in scene.splitlines()]

@@ -18,10 +18,12 @@ it chose for a line, and only among words the model itself rated.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bot.generation.types import Cut, GenerationResult, Prompt, SamplingParams
 from bot.prompts import prosody
@@ -114,6 +116,12 @@ def _repeats(text: str, earlier: Sequence[str]) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
+def _rhymes_known(word: str) -> int:
+    """How many common words rhyme with `word`: a line that opens a rhyme needs a few."""
+    return len(prosody.rhyme_words([word]))
+
+
 def _answer(result: GenerationResult, prefix: str) -> str:
     """What the model wrote after `prefix` (an engine that cannot continue a prefix, such as a
     chat server, answers without it)."""
@@ -163,7 +171,7 @@ def line_options(
         rhymed = not group or (
             last not in {g.lower() for g in group} and all(prosody.rhymes(last, g) for g in group)
         )
-        rhymeable = not opens or len(prosody.rhyme_words([last])) >= 3
+        rhymeable = not opens or _rhymes_known(last) >= 3
         whole = last not in FUNCTION_WORDS
         off = max(slot.low - syllables, syllables - slot.high, 0)
         fits = in_range and rhymed and rhymeable and whole
@@ -184,6 +192,25 @@ def line_options(
             score = fluent + _relevance(text, topic) + 0.5 * _APPENDED_END
             options.append(Option(text, True, score))
     return options
+
+
+def _all_options(
+    results: list[GenerationResult],
+    prefix: str,
+    slot: Slot,
+    pool: Sequence[str],
+    group: Sequence[str],
+    opens: bool,
+    earlier: Sequence[str],
+    topic: set[str],
+) -> list[Option]:
+    return [
+        option
+        for result in results
+        for option in line_options(
+            result, prefix, slot, pool=pool, group=group, opens=opens, earlier=earlier, topic=topic
+        )
+    ]
 
 
 async def write_poem(
@@ -210,19 +237,14 @@ async def write_poem(
         params = params_for(slot, pool)
         best: Option | None = None
         for _ in range(ROUNDS):
-            for result in await draw(prompt, params, CANDIDATES):
-                for option in line_options(
-                    result,
-                    prompt.prefix,
-                    slot,
-                    pool=pool,
-                    group=group,
-                    opens=opens,
-                    earlier=lines,
-                    topic=words,
-                ):
-                    if best is None or option.rank > best.rank:
-                        best = option
+            results = await draw(prompt, params, CANDIDATES)
+            # scoring looks words up in the dictionary: off the event loop
+            options = await asyncio.to_thread(
+                _all_options, results, prompt.prefix, slot, pool, group, opens, lines, words
+            )
+            for option in options:
+                if best is None or option.rank > best.rank:
+                    best = option
             if best is not None and best.fits:
                 break
         if best is None:

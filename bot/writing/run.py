@@ -257,7 +257,8 @@ async def complete(
     pacer = pacer or Pacer()
     if task.compose is not None:
         drafts = Drafts(queue, handle, edit, pacer)
-        raw = await task.compose(drafts)
+        with queue.held(handle):  # one request toward the user's limit, all rounds long
+            raw = await task.compose(drafts)
         return task.finish(raw), drafts.result(raw), False
     # Parts of an accepted task are not new requests for the per-user limit.
     extras = [

@@ -25,6 +25,7 @@ from bot.prompts.critique import (
     has_dialogue,
     line_note_prompt,
     one_sentence,
+    only_named,
     quotable_lines,
     scene_prompt,
     without_line_notes,
@@ -244,7 +245,8 @@ def scene_task(
             "situation": situation,
             **_channel_inputs(channel),
         },
-        finish=clean_output,
+        # only the characters asked for speak: a speech by anyone else is left out
+        finish=lambda text: only_named(clean_output(text), cues),
         accept=lambda scene: has_dialogue(scene, cues),
         retry=lambda _first: scene_prompt(setting, characters, situation),
     )
