@@ -81,6 +81,14 @@ async def test_fixed_forms_meet_their_meter_whatever_the_model_writes(
     ]
 
 
+async def test_an_engine_that_ignores_the_stop_gives_its_first_line_only() -> None:
+    draw, _asked = scripted(
+        lambda i: "\nsoft rain on the roof\nand more\nand more", with_cuts=False
+    )
+    poem = await write_poem(draw, nowhere, prompt_for, slots_for("free_verse"), "rain")
+    assert all("\n" not in line and line for line in poem.splitlines())
+
+
 async def test_acrostic_lines_start_with_their_letters() -> None:
     draw, _asked = scripted(lambda i: "ights over the water tonight")
     poem = await write_poem(draw, nowhere, prompt_for, slots_for("acrostic", "MOON"), "moon")

@@ -90,6 +90,8 @@ class OpenAIEngine(Engine):
         }
         if p.seed is not None:
             body["seed"] = p.seed
+        if p.stop:
+            body["stop"] = list(p.stop)
         if p.repetition_penalty != 1.0 and self.send_repetition_penalty:
             body["repetition_penalty"] = p.repetition_penalty
         return body

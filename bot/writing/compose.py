@@ -152,6 +152,8 @@ def line_options(
 ) -> list[Option]:
     """The ways one candidate can fill `slot`: cut at a word end, or ended on a pool word."""
     gen = _answer(result, prefix)
+    if result.cuts is None:  # an engine that did not stop at the line's end: its first line
+        gen = gen.lstrip("\n").split("\n", 1)[0]
     cuts = list(result.cuts) if result.cuts is not None else _word_cuts(gen)
     options = []
     for cut in cuts:
