@@ -74,6 +74,8 @@ class RowsStreamer(BaseStreamer):
         self.jobs = jobs
         self.tokenizer = tokenizer
         self.tokens: list[list[int]] = [[] for _ in jobs]
+        # characters of each row's text after each of its tokens (before any stop string)
+        self.ends: list[list[int]] = [[] for _ in jobs]
         self.texts = [""] * len(jobs)
         self.sent = [0] * len(jobs)
         self.closed = [False] * len(jobs)
@@ -90,6 +92,7 @@ class RowsStreamer(BaseStreamer):
             job = self.jobs[i]
             self.tokens[i].append(int(token))
             text = self.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
+            self.ends[i].append(len(text))
             stop = _first_stop(text, job.request.params.stop)
             if stop is not None:
                 text = text[:stop]
@@ -137,14 +140,15 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
 
 
 def cuts_of(
-    tokenizer: Any,
     tokens: list[int],
+    ends: list[int],
     logits: Sequence[torch.Tensor],
     probes: Sequence[int | None],
     length: int,
 ) -> tuple[Cut, ...]:
     """Every prefix of a row's `tokens` whose text ends within its first `length` characters,
-    with the model's log-probabilities (`logits`: the row's raw logits, one per step)."""
+    with the model's log-probabilities (`ends`: the text's length after each token, as the
+    streamer decoded it; `logits`: the row's raw logits, one per step)."""
     steps = [torch.log_softmax(step.float(), dim=-1) for step in logits[: len(tokens)]]
     ids = [p for p in probes if p is not None]
 
@@ -156,9 +160,8 @@ def cuts_of(
 
     cuts = [Cut(0, 0, 0.0, following(0))]
     total = 0.0
-    for k in range(1, len(tokens) + 1):
+    for k, end in enumerate(ends[: len(tokens)], 1):
         total += float(steps[k - 1][tokens[k - 1]])
-        end = len(tokenizer.decode(tokens[:k], skip_special_tokens=True))
         if end > length:
             break
         cuts.append(Cut(k, end, total, following(k)))
@@ -224,7 +227,7 @@ class TransformersEngine(Engine):
                 results.append(EngineOutput("", "aborted", 0, 0))
                 continue
             try:
-                results.append(self._generate_one(job))
+                results.append(self._run([job])[0])
             except Exception as exc:  # one bad request must not fail the others
                 results.append(exc)
         return results
@@ -235,9 +238,6 @@ class TransformersEngine(Engine):
         ids = self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
         room = max(16, self.context_length - request.params.max_new_tokens)
         return torch.tensor([ids[-room:]], dtype=torch.long)
-
-    def _generate_one(self, job: EngineJob) -> EngineOutput:
-        return self._run([job])[0]
 
     def _probe_ids(self, probes: tuple[str, ...]) -> list[int | None]:
         ids = []
@@ -285,6 +285,7 @@ class TransformersEngine(Engine):
                 **kwargs,
             )
         sequences = out.sequences if first.logprobs else out
+        probe_ids = {p: self._probe_ids(p) for p in {j.request.params.probes for j in jobs}}
         outputs = []
         for i, job in enumerate(jobs):
             params = job.request.params
@@ -296,10 +297,10 @@ class TransformersEngine(Engine):
                 new = streamer.tokens[i][: params.max_new_tokens]
                 text = streamer.texts[i]
             cuts = None
-            if params.logprobs:
+            if params.logprobs and streamer is not None:  # beam search has no cuts
                 row_logits = [step[i] for step in out.logits]
-                probes = self._probe_ids(params.probes)
-                cuts = cuts_of(self.tokenizer, new, row_logits, probes, len(text))
+                probes = probe_ids[params.probes]
+                cuts = cuts_of(new, streamer.ends[i], row_logits, probes, len(text))
             reason: Literal["stop", "length", "aborted"]
             if stop.aborted[i]:
                 reason = "aborted"

@@ -93,6 +93,3 @@ class PrefixCache:
         self._kept[key] = (cache, size)
         while self.bytes > self.max_bytes:
             self._kept.popitem(last=False)
-
-    def clear(self) -> None:
-        self._kept.clear()

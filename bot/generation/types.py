@@ -132,7 +132,7 @@ class EngineOutput:
     prompt_tokens: int
     completion_tokens: int
     # With `SamplingParams.logprobs`, where an engine can tell: one per prefix of the answer,
-    # from no tokens to all of them. None otherwise (a remote server, say).
+    # from no tokens to all of them. None otherwise (a remote server, say, or beam search).
     cuts: tuple[Cut, ...] | None = None
 
 

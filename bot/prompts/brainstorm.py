@@ -52,17 +52,6 @@ def item_prompt(topic: str, count: int, kind: str, have: list[str]) -> Prompt:
     return Prompt(messages=whole.messages, plain=whole.plain, prefix=prefix)
 
 
-def more_prompt(topic: str, missing: int, kind: str, have: list[str]) -> Prompt:
-    """Ask for `missing` more ideas, different from those we `have`."""
-    topic = tidy_user_text(topic)
-    listed = "\n".join(f"{i}. {idea}" for i, idea in enumerate(have, 1))
-    ask = (
-        f'List {missing} more {KINDS[kind]}, each different from these:\n{listed}\nTopic: "{topic}"'
-    )
-    messages = (Message("system", SYSTEM), Message("user", ask))
-    return Prompt(messages=messages, plain=f"{listed}\n", prefix="1.")
-
-
 def parse_ideas(text: str) -> list[str]:
     """The distinct ideas in a numbered (or bulleted) list; an unnumbered first line counts."""
     ideas: list[str] = []

@@ -148,21 +148,6 @@ def poem_line_prompt(
     return Prompt(messages=whole.messages, plain=whole.plain, prefix=prefix)
 
 
-def acrostic_line_prompt(topic: str, letter: str, word: str) -> Prompt:
-    """One line of an acrostic, starting with `letter`: lines are written side by side, which a
-    small model does far more reliably than a whole acrostic at once."""
-    topic = tidy_user_text(topic)
-    ask = (
-        f'Write one line of a poem about "{topic}" (the poem spells {word}). '
-        f"The line starts with the letter {letter}. Only the line."
-    )
-    return Prompt(
-        messages=(Message("system", SYSTEM), Message("user", ask)),
-        plain=f'A line about "{topic}":\n',
-        prefix=letter,
-    )
-
-
 def _example_instruction(form: str, topic: str, spec: PoemForm) -> str:
     if form == "acrostic":
         word = acrostic_word(topic)

@@ -140,7 +140,7 @@ def _at_word_end(gen: str, end: int) -> bool:
 
 
 def line_options(
-    result: GenerationResult,
+    results: Sequence[GenerationResult],
     prefix: str,
     slot: Slot,
     *,
@@ -150,69 +150,70 @@ def line_options(
     earlier: Sequence[str],
     topic: set[str],
 ) -> list[Option]:
-    """The ways one candidate can fill `slot`: cut at a word end, or ended on a pool word."""
-    gen = _answer(result, prefix)
-    if result.cuts is None:  # an engine that did not stop at the line's end: its first line
-        gen = gen.lstrip("\n").split("\n", 1)[0]
-    cuts = list(result.cuts) if result.cuts is not None else _word_cuts(gen)
+    """The ways a draw's candidates can fill `slot`: each cut at a word end, or ended on a pool
+    word."""
     options = []
-    for cut in cuts:
-        if not _at_word_end(gen, cut.end):
-            continue
-        line = (slot.letter + gen[: cut.end]).strip()
-        found = prosody.words(line)
-        if not found or _NOT_VERSE.search(line) or _repeats(line, earlier):
-            continue
-        syllables = prosody.line_syllables(line)
-        fluency = cut.logprob / max(cut.tokens, 1)
-        ends = [v for v in cut.next[: len(END_PROBES)] if v is not None]
-        end = math.log(sum(math.exp(v) for v in ends)) if ends else _APPENDED_END
-        base = fluency + _relevance(line, topic)
-        last = found[-1].lower()
-        in_range = slot.low <= syllables <= slot.high
-        rhymed = not group or (
-            last not in {g.lower() for g in group} and all(prosody.rhymes(last, g) for g in group)
-        )
-        rhymeable = not opens or _rhymes_known(last) >= 3
-        whole = last not in FUNCTION_WORDS
-        off = max(slot.low - syllables, syllables - slot.high, 0)
-        fits = in_range and rhymed and rhymeable and whole
-        options.append(Option(line, fits, base + end / 2 - off))
-        if not group or not line[-1].isalnum():
-            continue
-        for index, word in enumerate(pool):
-            probe = len(END_PROBES) + index
-            logprob = cut.next[probe] if probe < len(cut.next) else None
-            if result.cuts is not None and logprob is None:
-                continue  # the model was not asked, or the word is not one token
-            if not slot.low <= syllables + prosody.syllables(word) <= slot.high:
+    for result in results:
+        gen = _answer(result, prefix)
+        if result.cuts is None:  # an engine that did not stop at the line's end: its first line
+            gen = gen.lstrip("\n").split("\n", 1)[0]
+        cuts = list(result.cuts) if result.cuts is not None else _word_cuts(gen)
+        for cut in cuts:
+            if not _at_word_end(gen, cut.end):
                 continue
-            fluent = (
-                (cut.logprob + logprob) / (cut.tokens + 1) if logprob is not None else -3 - index
+            line = (slot.letter + gen[: cut.end]).strip()
+            found = prosody.words(line)
+            if not found or _NOT_VERSE.search(line) or _repeats(line, earlier):
+                continue
+            syllables = prosody.line_syllables(line)
+            fluency = cut.logprob / max(cut.tokens, 1)
+            ends = [v for v in cut.next[: len(END_PROBES)] if v is not None]
+            end = math.log(sum(math.exp(v) for v in ends)) if ends else _APPENDED_END
+            last = found[-1].lower()
+            rhymed = not group or (
+                last not in {g.lower() for g in group}
+                and all(prosody.rhymes(last, g) for g in group)
             )
-            text = f"{line} {word}"
-            score = fluent + _relevance(text, topic) + 0.5 * _APPENDED_END
-            options.append(Option(text, True, score))
+            fits = (
+                slot.low <= syllables <= slot.high
+                and rhymed
+                and (not opens or _rhymes_known(last) >= 3)
+                and last not in FUNCTION_WORDS
+            )
+            off = max(slot.low - syllables, syllables - slot.high, 0)
+            score = fluency + _relevance(line, topic) + end / 2 - off
+            options.append(Option(line, fits, score))
+            if group and line[-1].isalnum():
+                asked = result.cuts is not None
+                options += _rhymed_endings(line, cut, syllables, slot, pool, topic, asked=asked)
     return options
 
 
-def _all_options(
-    results: list[GenerationResult],
-    prefix: str,
+def _rhymed_endings(
+    line: str,
+    cut: Cut,
+    syllables: int,
     slot: Slot,
     pool: Sequence[str],
-    group: Sequence[str],
-    opens: bool,
-    earlier: Sequence[str],
     topic: set[str],
+    *,
+    asked: bool,
 ) -> list[Option]:
-    return [
-        option
-        for result in results
-        for option in line_options(
-            result, prefix, slot, pool=pool, group=group, opens=opens, earlier=earlier, topic=topic
-        )
-    ]
+    """`line` ended on each pool word that keeps its syllables in range, scored by the model's
+    log-probability of that word next (`asked`: the engine reported it; else by the pool's
+    order, most frequent first)."""
+    options = []
+    for index, word in enumerate(pool):
+        probe = len(END_PROBES) + index
+        logprob = cut.next[probe] if probe < len(cut.next) else None
+        if asked and logprob is None:
+            continue  # the model was not asked, or the word is not one token
+        if not slot.low <= syllables + prosody.syllables(word) <= slot.high:
+            continue
+        fluent = (cut.logprob + logprob) / (cut.tokens + 1) if logprob is not None else -3 - index
+        text = f"{line} {word}"
+        options.append(Option(text, True, fluent + _relevance(text, topic) + _APPENDED_END / 2))
+    return options
 
 
 async def write_poem(
@@ -242,7 +243,15 @@ async def write_poem(
             results = await draw(prompt, params, CANDIDATES)
             # scoring looks words up in the dictionary: off the event loop
             options = await asyncio.to_thread(
-                _all_options, results, prompt.prefix, slot, pool, group, opens, lines, words
+                line_options,
+                results,
+                prompt.prefix,
+                slot,
+                pool=pool,
+                group=group,
+                opens=opens,
+                earlier=lines,
+                topic=words,
             )
             for option in options:
                 if best is None or option.rank > best.rank:
