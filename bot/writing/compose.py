@@ -13,7 +13,8 @@ line's syllables are in the form's range, and a rhyming line rhymes, whenever an
 to `ROUNDS` draws allowed it (otherwise the nearest option is kept, and `prosody.check` tells
 what it misses). A list has `count` distinct items unless the model repeats itself through
 every round. Nothing here is written by the program in the model's place except the rhyme word
-it chose for a line, and only among words the model itself rated.
+it chose for a line: among words the model itself rated, or, on an engine that reports no
+log-probabilities (a remote server), the most common word that fits.
 """
 
 from __future__ import annotations
