@@ -105,8 +105,15 @@ async def open_world(
     mod = emu.add_member(guild, "mod", permissions=PERM_MANAGE_CHANNELS)
     owner = emu.users[guild.owner_id]
     settings = load_settings(
-        # no rate limit here: scenarios run fast; tests of the limits set their own
-        {"DISCORD_TOKEN": emu.token, "SYNC_COMMANDS": "global", "USER_REQUESTS_PER_MINUTE": "0"},
+        # No rate limit here: scenarios run fast; tests of the limits set their own. Answers
+        # are kept short (the default is 200 tokens): these tests are about what the bot does
+        # with an answer, and every token costs time on a CPU.
+        {
+            "DISCORD_TOKEN": emu.token,
+            "SYNC_COMMANDS": "global",
+            "USER_REQUESTS_PER_MINUTE": "0",
+            "MAX_NEW_TOKENS": "96",
+        },
         dotenv_path=None,
     )
     async with contextlib.AsyncExitStack() as stack:
@@ -136,8 +143,10 @@ async def world(
 ) -> AsyncIterator[World]:
     """One connected bot on the embedded model for the whole session (on_ready costs ~2 s)."""
     engine = BatchedEngine(embedded.model, embedded.tokenizer, model_name=embedded.name)
+    # A generous time limit: a slow CI machine must not fail a test about something else
+    # (the limit itself is tested with a scripted engine).
     async with open_world(
-        engine, tmp_path_factory.mktemp("db"), max_pending_per_user=2, timeout=60
+        engine, tmp_path_factory.mktemp("db"), max_pending_per_user=2, timeout=300
     ) as world:
         yield world
 

@@ -13,7 +13,7 @@ async def test_dropped_gateway_resumes_and_output_completes(world: World) -> Non
     emu = world.emu
     resumes = emu.resumes
     interaction = await emu.slash(
-        world.alice, world.channel, "poem", topic="a storm at sea", form="sonnet"
+        world.alice, world.channel, "poem", topic="a storm at sea", form="haiku"
     )
     await emu.wait_for(lambda: interaction.callback_type == 5)
     await emu.drop_gateway()

@@ -121,3 +121,19 @@ async def test_cancel_while_writing_stops_the_engine(scripted: World) -> None:
     await emu.wait_for(lambda: engine.aborted == aborted + 1, timeout=5)  # stopped mid-answer
     assert not message.embeds and message.components == []
     assert emu.errors == []
+
+
+async def test_too_many_pending_is_refused_privately(scripted: World) -> None:
+    emu, engine = scripted.emu, engine_of(scripted)
+    engine.delay = 0.01
+    engine.gate.clear()  # bob's first request holds the engine, his second waits
+    first = await mention(scripted, scripted.bob, 3)
+    second = await mention(scripted, scripted.bob, 3)
+    third = await emu.slash(scripted.bob, scripted.channel, "poem", topic="three", form="haiku")
+    refusal = await emu.wait_for(lambda: emu.original(third), timeout=WAIT)
+    assert refusal.content == "You already have 2 requests waiting. Please wait for one to finish."
+    assert third.ephemeral
+    engine.gate.set()
+    for message in (first, second):
+        await emu.wait_for(lambda m=message: bool(m.embeds), timeout=WAIT)  # type: ignore[misc]
+    assert emu.errors == []

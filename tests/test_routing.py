@@ -80,7 +80,7 @@ async def test_off_mode_ignores_and_critique_mode_critiques_the_replied_text(
     text = "The fog came in on little cat feet.\nIt sat."
     draft = await emu.say(world.bob, workshop, text)
     await emu.say(world.alice, workshop, f"<@{emu.bot_user.id}>", reply_to=draft)
-    done = await emu.wait_for(lambda: finished_replies(world, workshop), timeout=300)
+    done = await emu.wait_for(lambda: finished_replies(world, workshop), timeout=600)
     if not done[0].embeds:  # everything the model wrote failed the grounding: said plainly
         assert done[0].content == NOTHING_USABLE
     else:
@@ -97,20 +97,21 @@ async def test_off_mode_ignores_and_critique_mode_critiques_the_replied_text(
 async def test_brainstorm_mode_and_poem_about_a_message(world: World) -> None:
     emu = world.emu
     room = await channel_in_mode(world, "ideas-room", "brainstorm")
+    said = await emu.say(world.bob, world.channel, "My grandmother kept bees on the roof.")
+    # all three at once, from three people: the engine writes them side by side
     await emu.say(world.alice, room, f"<@{emu.bot_user.id}> a heist in a library")
-    answers = await emu.wait_for(lambda: bot_answers(world, room), timeout=180)
+    poem = await emu.context_menu(world.mod, said, "Write a poem about this")
+    styled = await emu.slash(
+        world.bob, world.channel, "poem", topic="tea", form="haiku", style="playful"
+    )
+    answers = await emu.wait_for(lambda: bot_answers(world, room), timeout=600)
     assert_numbered_list(answers[0].embeds[0]["description"], 5)
 
-    said = await emu.say(world.bob, world.channel, "My grandmother kept bees on the roof.")
-    poem = await emu.context_menu(world.alice, said, "Write a poem about this")
-    done = await emu.wait_final(poem, lambda m: bool(m.embeds), timeout=180)
+    done = await emu.wait_final(poem, lambda m: bool(m.embeds), timeout=600)
     assert done.embeds[0]["title"] == "Free verse · My grandmother kept bees on the roof."
     assert_poem_form(done.embeds[0]["description"], "free_verse")
 
-    styled = await emu.slash(
-        world.alice, world.channel, "poem", topic="tea", form="haiku", style="playful"
-    )
-    await emu.wait_final(styled, lambda m: bool(m.embeds), timeout=180)
+    await emu.wait_final(styled, lambda m: bool(m.embeds), timeout=600)
     rows = await world.services.store.fetchall(
         'SELECT prompt FROM generations WHERE prompt LIKE \'%"style": "playful"%\''
     )

@@ -43,6 +43,16 @@ def critique_prompt(text: str, focus: str, tone: str) -> Prompt:
     return Prompt(messages=messages, plain=f"Critique of:\n{body}\n\n", prefix="Strengths:\n-")
 
 
+_BULLET = re.compile(r"^\s*(?:[-•*]|\d{1,2}[.)])\s+(\S.*)$")
+
+
+def bullets(body: str, most: int = 3) -> list[str]:
+    """The first `most` bullet points of a section, as "- point". A small model runs on past
+    its list into paragraphs and stray headings; those are left out, not shown."""
+    points = [m.group(1).strip() for m in map(_BULLET.match, body.splitlines()) if m]
+    return [f"- {p}" for p in points[:most]]
+
+
 def critique_sections(answer: str) -> dict[str, str]:
     """Split an answer into its Strengths / Suggestions / Line notes sections."""
     parts = _SECTION.split(answer)

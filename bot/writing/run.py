@@ -63,6 +63,9 @@ class Task:
     # More prompts written side by side with the first (an acrostic's lines); their texts are
     # joined with the first one's by `join` before `finish`.
     extra: tuple[Prompt, ...] = ()
+    # How the extra prompts are decoded (a note of one line stops at its line end); default
+    # `params`.
+    extra_params: SamplingParams | None = None
     join: Callable[[list[str]], str] = "\n".join
     # Written in slots instead (a poem line by line): `compose(drafts)` draws candidates with
     # `drafts.draw` (its first draw must ask for `prompt` and `params`) and returns the raw
@@ -262,7 +265,9 @@ async def complete(
         return task.finish(raw), drafts.result(raw), False
     # Parts of an accepted task are not new requests for the per-user limit.
     extras = [
-        queue.submit(GenerationRequest(user_id, p, task.params), count_for_user=False)
+        queue.submit(
+            GenerationRequest(user_id, p, task.extra_params or task.params), count_for_user=False
+        )
         for p in task.extra
     ]
     try:

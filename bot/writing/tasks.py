@@ -17,6 +17,7 @@ from bot.prompts import FORMS, clean_output, prosody
 from bot.prompts.brainstorm import expand_prompt, item_prompt, number, parse_ideas
 from bot.prompts.chat import chat_prompt
 from bot.prompts.critique import (
+    bullets,
     character_cues,
     critique_prompt,
     critique_sections,
@@ -163,7 +164,8 @@ def critique_task(
 
     The model writes the notes, one prompt a line, side by side with the critique. What it
     writes is kept only when it holds up: a quotation that is not in the text drops its
-    sentence, an empty or repeated note drops its line. Nothing is ever filled in for it.
+    point, an empty or repeated note drops its line, and what runs on past the bullet points
+    (three a part at most) is left out. Nothing is ever filled in for it.
     """
     quotes = quotable_lines(text)
 
@@ -177,8 +179,8 @@ def critique_task(
         notes = grounded_notes(sections.pop("Line Notes", ""), text)
         parts = []
         for name, body in sections.items():
-            kept = [line for line in body.splitlines() if line.strip() and grounded(line, text)]
-            if any(line.strip(" -•*") for line in kept):
+            kept = [point for point in bullets(body) if grounded(point, text)]
+            if kept:
                 parts.append(f"**{name}**\n" + "\n".join(kept))
         if notes:
             parts.append("**Line notes**\n" + "\n".join(f"> {q}\n{n}" for q, n in notes))
@@ -200,10 +202,18 @@ def critique_task(
         prompt=prompt,
         params=with_channel(
             SamplingParams(
-                max_new_tokens=min(260, settings.max_new_tokens * 2),
+                max_new_tokens=min(180, settings.max_new_tokens * 2),
                 temperature=0.6,
                 top_p=0.9,
                 repetition_penalty=1.15,
+                # the program writes the line notes: what the model would write there is unused
+                stop=("\nLine notes", "\nLine Notes", "\nLINE NOTES"),
+            ),
+            channel,
+        ),
+        extra_params=with_channel(
+            SamplingParams(
+                max_new_tokens=64, temperature=0.6, top_p=0.9, repetition_penalty=1.15, stop=("\n",)
             ),
             channel,
         ),
