@@ -97,6 +97,16 @@ def test_only_what_holds_up_is_kept_and_nothing_is_filled_in() -> None:
     assert task.combine is not None
     again = task.combine(shown, "Strengths:\n- Calm.\n\nSuggestions:\n- More light.")
     assert again.startswith("**Strengths**\n- Calm.") and again.endswith('fade to pewter".')
+    # an answer spent on strengths: the retry starts with them and the Suggestions heading
+    assert task.accept is not None and task.retry is not None
+    no_suggestions = task.finish("Strengths:\n- Calm.\n- Quiet.\n- Still.\n- Slow")
+    assert not task.accept(no_suggestions)
+    firmer = task.retry(no_suggestions)
+    assert firmer is not None
+    assert firmer.prefix == "Strengths:\n- Calm.\n- Quiet.\n- Still.\n\nSuggestions:\n-"
+    assert firmer.messages == task.prompt.messages
+    assert task.accept(task.combine(no_suggestions, firmer.prefix + " Name the harbour."))
+    assert task.retry("").prefix == "Suggestions:\n-"  # type: ignore[union-attr]
 
 
 @pytest.mark.slow

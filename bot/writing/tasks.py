@@ -195,6 +195,14 @@ def critique_task(
     def accept(answer: str) -> bool:
         return "**Suggestions**" in answer
 
+    def retry(shown: str) -> Prompt:
+        # A small model can spend its answer on strengths. The retry starts its answer with
+        # the strengths already kept and the Suggestions heading: the part is there by
+        # construction, and the model only writes its points.
+        kept = re.search(r"\*\*Strengths\*\*\n(.*?)(?:\n\n|$)", shown, flags=re.S)
+        strengths = f"Strengths:\n{kept.group(1)}\n\n" if kept else ""
+        return replace(prompt, prefix=f"{strengths}Suggestions:\n-")
+
     prompt = critique_prompt(text, focus, tone)
     return Task(
         command="critique",
@@ -220,7 +228,7 @@ def critique_task(
         inputs={"text": text, "focus": focus, "tone": tone, **_channel_inputs(channel)},
         finish=finish,
         accept=accept,
-        retry=lambda _first: prompt,
+        retry=retry,
         combine=combine,
         extra=tuple(line_note_prompt(text, q, focus, tone) for q in quotes),
         join=join,
