@@ -24,7 +24,7 @@ from bot.generation.loader import LoadedModel, load_model
 from bot.generation.queue import GenerationQueue
 from bot.services import Services
 from bot.store import Store
-from emulator import Channel, Emulator, Guild, User
+from emulator import Channel, Emulator, Guild, Message, User
 from emulator.state import PERM_MANAGE_CHANNELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,6 +149,13 @@ async def world(
         engine, tmp_path_factory.mktemp("db"), max_pending_per_user=2, timeout=300
     ) as world:
         yield world
+
+
+def settled(message: Message) -> bool:
+    """Done, one way or another: an answer, or something said plainly (judged after)."""
+    return bool(message.embeds) or (
+        bool(message.content) and not message.content.startswith(("⏳", "✍️"))
+    )
 
 
 def assert_numbered_list(shown: str, count: int) -> int:

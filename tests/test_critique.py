@@ -17,7 +17,7 @@ from bot.prompts.critique import (
 from bot.writing.run import NOTHING_USABLE
 from bot.writing.tasks import critique_task
 from emulator import Message
-from tests.conftest import World, assert_grounded_critique
+from tests.conftest import World, assert_grounded_critique, settled
 
 POEM = (
     "The lamps along the harbour fade to grey,\n"
@@ -28,13 +28,6 @@ POEM = (
 
 def finished(message: Message) -> bool:
     return bool(message.embeds)
-
-
-def settled(message: Message) -> bool:
-    """Done, one way or another: an answer, or something said plainly (judged after)."""
-    return bool(message.embeds) or (
-        bool(message.content) and not message.content.startswith(("⏳", "✍️"))
-    )
 
 
 def assert_critique_or_said(message: Message, text: str) -> None:

@@ -15,6 +15,7 @@ from tests.conftest import (
     assert_grounded_critique,
     assert_numbered_list,
     assert_poem_form,
+    settled,
 )
 
 
@@ -43,11 +44,7 @@ async def channel_in_mode(world: World, name: str, mode: str) -> Channel:
 
 def finished_replies(world: World, channel: Channel) -> list[Message]:
     """The bot's messages that are done: an answer, or a failure said plainly."""
-    return [
-        m
-        for m in world.emu.channel_messages(channel.id)
-        if m.author.bot and (m.embeds or not m.content.startswith(("✍️", "⏳")))
-    ]
+    return [m for m in world.emu.channel_messages(channel.id) if m.author.bot and settled(m)]
 
 
 def bot_answers(world: World, channel: Channel) -> list[Message]:

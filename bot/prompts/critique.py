@@ -131,6 +131,10 @@ def quotable_lines(text: str, most: int = 2) -> list[str]:
     return [line[:120] for line in chosen]
 
 
+# Where the model's own line notes would begin: the program writes them (see without_line_notes).
+LINE_NOTES_STOP = ("\nLine notes", "\nLine Notes", "\nLINE NOTES")
+
+
 def without_line_notes(answer: str) -> str:
     """The critique up to its own "Line notes" part: the program picks the lines to note."""
     match = re.search(r"^\s*line notes\s*:?\s*$", answer, flags=re.IGNORECASE | re.MULTILINE)

@@ -17,6 +17,7 @@ from bot.prompts import FORMS, clean_output, prosody
 from bot.prompts.brainstorm import expand_prompt, item_prompt, number, parse_ideas
 from bot.prompts.chat import chat_prompt
 from bot.prompts.critique import (
+    LINE_NOTES_STOP,
     bullets,
     character_cues,
     critique_prompt,
@@ -204,27 +205,24 @@ def critique_task(
         return replace(prompt, prefix=f"{strengths}Suggestions:\n-")
 
     prompt = critique_prompt(text, focus, tone)
+    own = with_channel(
+        SamplingParams(
+            max_new_tokens=min(180, settings.max_new_tokens * 2),
+            temperature=0.6,
+            top_p=0.9,
+            repetition_penalty=1.15,
+            # the program writes the line notes: what the model would write there is unused
+            stop=LINE_NOTES_STOP,
+        ),
+        channel,
+    )
     return Task(
         command="critique",
         title=f"Critique · {focus} · {tone}",
         prompt=prompt,
-        params=with_channel(
-            SamplingParams(
-                max_new_tokens=min(180, settings.max_new_tokens * 2),
-                temperature=0.6,
-                top_p=0.9,
-                repetition_penalty=1.15,
-                # the program writes the line notes: what the model would write there is unused
-                stop=("\nLine notes", "\nLine Notes", "\nLINE NOTES"),
-            ),
-            channel,
-        ),
-        extra_params=with_channel(
-            SamplingParams(
-                max_new_tokens=64, temperature=0.6, top_p=0.9, repetition_penalty=1.15, stop=("\n",)
-            ),
-            channel,
-        ),
+        params=own,
+        # a line note is one sentence on one line
+        extra_params=replace(own, max_new_tokens=64, stop=("\n",)),
         inputs={"text": text, "focus": focus, "tone": tone, **_channel_inputs(channel)},
         finish=finish,
         accept=accept,
