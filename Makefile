@@ -29,10 +29,12 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-# The full-size reliability runs: 500 requests from 50 people, 20 SIGKILLs, more hostile input.
+# The full-size reliability runs: 500 requests from 50 people, 20 SIGKILLs during writes and
+# 20 with ten requests in flight, more hostile input.
 stress: $(STAMP)
 	LOAD_REQUESTS=500 LOAD_USERS=50 KILLS=20 HYPOTHESIS_EXAMPLES=40 \
-		$(PY) -m pytest -s tests/test_load.py tests/test_kill.py tests/test_hostile.py
+		$(PY) -m pytest -s tests/test_load.py tests/test_kill.py tests/test_hostile.py \
+		tests/test_resume.py::test_a_loop_of_kills_ends_every_request_once
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -53,8 +53,10 @@ async def run_bot(settings: Settings) -> int:
 
             async def shutdown(signame: str) -> None:
                 log.info("%s received: finishing up", signame)
-                await services.queue.close()  # pending requests end with "shutting down"
-                await asyncio.sleep(0.5)  # let cogs tell their users
+                # Waiting and running requests end with ShuttingDown: journalled ones stay in
+                # the journal, and their messages say they will be finished after the restart.
+                await services.queue.close()
+                await asyncio.sleep(1.5)  # time for that edit (they are a second apart)
                 await bot.close()
 
             loop = asyncio.get_running_loop()

@@ -10,6 +10,8 @@ from discord.ext import commands
 
 from bot.services import Services
 from bot.ui.replies import apologise, tell
+from bot.ui.resume import Resumer
+from bot.writing.story import StoryWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,24 @@ class LLMOSBot(commands.Bot):
         )
         self.services = services
         self.extensions_to_load = extensions
+        # one for the bot: the story cog and the resumer take turns in a story through it
+        self.writer = StoryWriter(services)
+        self.resumer = Resumer(self, services, self.writer)
         self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
         for extension in self.extensions_to_load:
             await self.load_extension(extension)
         await self.sync_commands()
+        # after login, before any event: what was accepted before a restart is queued first
+        try:
+            await self.resumer.start()
+        except Exception:  # the journal stays as it is, for the next start; the bot runs
+            log.exception("could not resume the requests accepted before the restart")
+
+    async def close(self) -> None:
+        await self.resumer.close()  # unfinished requests stay journalled for the next start
+        await super().close()
 
     async def sync_commands(self) -> None:
         """Register the application commands as `SYNC_COMMANDS` says."""

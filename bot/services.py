@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.generation.queue import GenerationQueue
 from bot.limits import Limits
 from bot.preferences import Preferences
-from bot.store import Store, Stories
+from bot.store import Requests, Store, Stories
 from bot.store.feedback import Feedback
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class Services:
     stories: Stories
     feedback: Feedback
     limits: Limits
+    requests: Requests
 
     @classmethod
     def build(cls, settings: Settings, store: Store, queue: GenerationQueue) -> Services:
@@ -37,7 +38,14 @@ class Services:
             daily_budget=settings.server_daily_budget,
         )
         return cls(
-            settings, store, queue, Preferences(store), Stories(store), Feedback(store), limits
+            settings,
+            store,
+            queue,
+            Preferences(store),
+            Stories(store),
+            Feedback(store),
+            limits,
+            Requests(store),
         )
 
 

@@ -7,6 +7,7 @@ after every N people's segments if the channel's `story_auto_turn` is set.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from discord.ext import commands
 from bot.prompts.story import LENGTHS
 from bot.services import Services
 from bot.store import StoryExists, StoryRecord
-from bot.ui.deliver import Answered, answer_in_channel, answer_with_generation
+from bot.ui.deliver import answer_in_channel, answer_with_generation
 from bot.ui.render import split_for_discord
 from bot.ui.replies import NO_MENTIONS, refuse
 from bot.writing.refine import replied_to
@@ -32,16 +33,19 @@ log = logging.getLogger(__name__)
 GENRES = ("fantasy", "science fiction", "mystery", "romance", "horror", "literary", "comedy")
 SEGMENT_LIMIT = 2000
 DIRECTION_LIMIT = 300
+# A story's parts are written one at a time; /story continue waits this long for its turn.
+TURN_WAIT_S = 1.5
+BUSY_TURN = "I'm writing this story's next part right now. Ask again once it's in."
 
 
 @app_commands.guild_only()
 class Story(commands.GroupCog, group_name="story"):
     """Write a story together, one part at a time."""
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot, services: Services, writer: StoryWriter) -> None:
         self.bot = bot
         self.services = services
-        self.writer = StoryWriter(services)
+        self.writer = writer
         super().__init__()
 
     async def _active(self, interaction: discord.Interaction) -> StoryRecord | None:
@@ -49,16 +53,6 @@ class Story(commands.GroupCog, group_name="story"):
         if story is None:
             await refuse(interaction, "There's no story here yet. Begin one with /story start.")
         return story
-
-    async def _keep(self, story: StoryRecord, answered: Answered | None, channel_id: int) -> None:
-        if answered is not None:
-            await self.writer.keep_part(
-                story,
-                channel_id,
-                text=answered.text,
-                generation_id=answered.generation_id,
-                message_id=answered.message_id,
-            )
 
     @app_commands.command(name="start")
     @app_commands.describe(
@@ -127,11 +121,21 @@ class Story(commands.GroupCog, group_name="story"):
         if story is None:
             return
         where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
-        task = await self.writer.next_part(
-            story, where, direction, length if length in LENGTHS else "medium"
-        )
-        answered = await answer_with_generation(interaction, self.services, task)
-        await self._keep(story, answered, interaction.channel_id or 0)
+        turn = self.writer.turn(story.id)
+        try:  # an interaction must be answered within 3 s: no long wait for the turn
+            await asyncio.wait_for(turn.acquire(), TURN_WAIT_S)
+        except TimeoutError:
+            await refuse(interaction, BUSY_TURN)
+            return
+        try:
+            task = await self.writer.next_part(
+                story, where, direction, length if length in LENGTHS else "medium"
+            )
+            await answer_with_generation(
+                interaction, self.services, task, landed=self.writer.lands_in(story, where)
+            )
+        finally:
+            turn.release()
 
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -269,9 +273,15 @@ class Story(commands.GroupCog, group_name="story"):
         )
         if mentioned or due:
             where = Where(message.author.id, message.channel.id, message.guild.id)
-            task = await self.writer.next_part(story, where)
-            answered = await answer_in_channel(message.channel, self.services, task, where)
-            await self._keep(story, answered, message.channel.id)
+            async with self.writer.turn(story.id):  # after the part being written, if any
+                task = await self.writer.next_part(story, where)
+                await answer_in_channel(
+                    message.channel,
+                    self.services,
+                    task,
+                    where,
+                    landed=self.writer.lands_in(story, where),
+                )
 
     def _me(self) -> str:
         return self.bot.user.display_name if self.bot.user else ""
@@ -295,4 +305,4 @@ class Story(commands.GroupCog, group_name="story"):
 
 
 async def setup(bot: LLMOSBot) -> None:
-    await bot.add_cog(Story(bot, bot.services))
+    await bot.add_cog(Story(bot, bot.services, bot.writer))

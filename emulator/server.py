@@ -85,6 +85,8 @@ class DiscordEmulator:
         self.messages: dict[int, Message] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global)
         self.interactions: dict[int, Interaction] = {}
+        # An interaction's token works this long (Discord: 15 minutes); tests shorten it.
+        self.token_lifetime_s = 15 * 60.0
         self.errors: list[str] = []  # unknown routes and refused requests: bugs to report
         self.faults: list[Fault] = []
         self.files: dict[int, bytes] = {}  # attachment id -> content
@@ -682,6 +684,8 @@ class DiscordEmulator:
     def _interaction(self, token: str) -> Interaction:
         for interaction in self.interactions.values():
             if interaction.token == token:
+                if time.monotonic() - interaction.created > self.token_lifetime_s:
+                    raise DiscordError(401, 50027, "Invalid Webhook Token")
                 return interaction
         raise DiscordError(404, 10015, "Unknown Webhook")
 

@@ -65,6 +65,17 @@ def tiny_model(tokenizer: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(
+    tiny_model: Any, tokenizer: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny model saved as a folder, for bot processes (`MODEL=<folder>`): they start fast."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    tiny_model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_engine(tiny_model: Any, tokenizer: Any) -> TransformersEngine:
     return TransformersEngine(tiny_model, tokenizer, model_name="tiny-llama")
 

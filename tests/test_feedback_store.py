@@ -190,4 +190,4 @@ async def test_migration_0002_links_existing_feedback_to_outputs(tmp_path: Path)
         rows = await store.fetchall("SELECT output_id, value FROM feedback")
         assert [tuple(r) for r in rows] == [(output_id, "1")]
         states = await store.migration_status()
-        assert [(s.migration.name, s.applied_at is not None) for s in states][-1] == ("votes", True)
+        assert {s.migration.name: s.applied_at is not None for s in states}["votes"]

@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,16 +23,6 @@ from tests.test_process import TOKEN, BotProcess, bot_env
 
 pytestmark = pytest.mark.slow
 KILLS = int(os.environ.get("KILLS", "3"))
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(
-    tiny_model: Any, tokenizer: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    path = tmp_path_factory.mktemp("tiny-model")
-    tiny_model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 async def test_sigkill_during_writes_loses_nothing_acknowledged(

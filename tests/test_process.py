@@ -200,8 +200,11 @@ async def test_db_status_and_upgrade_commands(tmp_path: Path) -> None:
         assert proc.returncode == 0, err.decode()
         return out.decode()
 
-    assert re.search(r"^0001_initial\s+pending$", await run("status"), re.M)
+    pending = await run("status")
+    for name in ("0001_initial", "0002_votes", "0003_requests"):
+        assert re.search(rf"^{name}\s+pending$", pending, re.M)
     upgraded = await run("upgrade")
     assert upgraded.startswith("applied 0001_initial")
-    assert re.search(r"^0001_initial\s+\d{4}-\d\d-\d\dT", await run("status"), re.M)
+    assert "applied 0003_requests" in upgraded
+    assert re.search(r"^0003_requests\s+\d{4}-\d\d-\d\dT", await run("status"), re.M)
     assert "already up to date" in await run("upgrade")

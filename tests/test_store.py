@@ -69,6 +69,26 @@ EXPECTED_SCHEMA = {
         "message_id",
         "created_at",
     ],
+    "requests": [
+        "id",
+        "state",
+        "command",
+        "task",
+        "guild_id",
+        "channel_id",
+        "user_id",
+        "message_id",
+        "interaction_token",
+        "token_expires_at",
+        "output_id",
+        "refines_id",
+        "refine_kind",
+        "generation_id",
+        "attempts",
+        "error",
+        "created_at",
+        "updated_at",
+    ],
 }
 
 

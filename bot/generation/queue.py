@@ -322,10 +322,10 @@ class GenerationQueue:
         """Queue a request; raises `QueueRefused` (with a user-facing message) if it cannot.
 
         `count_for_user=False` is for the parts of a task already accepted (a line's
-        candidates, a critique's line notes): they are not refused, by the per-user limit or
-        by the queue's bound, since a task refused half-way would be lost half-written; nor do
-        they count toward the user's limit. A task's parts are few, and while they wait, new
-        tasks find the queue that much fuller.
+        candidates, a critique's line notes) and for requests accepted before a restart: they
+        are not refused, by the per-user limit or by the queue's bound, since a task refused
+        half-way would be lost half-written; nor do they count toward the user's limit. A
+        task's parts are few, and while they wait, new tasks find the queue that much fuller.
         """
         if self._closed:
             raise ShuttingDown("queue is closed")

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -168,13 +168,19 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error).
 
+        Safe to cancel at any point: no transaction is ever left open on the connection (a
+        statement already handed to SQLite runs to its end, then the cancellation goes on).
         Raises `StoreBusy` if another process keeps the database locked through every retry.
         """
         async with self._write_lock:
             for attempt in range(self.BUSY_RETRIES + 1):
                 try:
-                    await self._db.execute("BEGIN IMMEDIATE")
+                    await _to_the_end(self._db.execute("BEGIN IMMEDIATE"))
                     break
+                except asyncio.CancelledError:
+                    if self._db.in_transaction:
+                        await _to_the_end(self._db.execute("ROLLBACK"))
+                    raise
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
@@ -185,9 +191,9 @@ class Store:
             try:
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await _to_the_end(self._db.execute("ROLLBACK"))
                 raise
-            await self._db.execute("COMMIT")
+            await _to_the_end(self._db.execute("COMMIT"))
 
     async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
         """Run a read query. For tests and diagnostics; services use the typed methods."""
@@ -196,11 +202,15 @@ class Store:
 
     # -- outputs and generations ----------------------------------------------------------------
 
-    async def save_output(self, gen: NewGeneration) -> tuple[int, int]:
+    async def save_output(
+        self, gen: NewGeneration, *, request_id: int | None = None
+    ) -> tuple[int, int]:
         """Store a new output (a message to be shown) with `gen` as its first, chosen alternative.
 
         Returns (output_id, generation_id). The message id is attached later with
-        `set_output_message`, once Discord has accepted the message.
+        `set_output_message`, once Discord has accepted the message. With `request_id`, the
+        journalled request is marked saved in the same transaction; if it is no longer
+        pending, nothing is stored and `RequestEnded` is raised.
         """
         async with self.transaction() as db:
             cur = await db.execute(
@@ -214,15 +224,20 @@ class Store:
             await db.execute(
                 "UPDATE outputs SET chosen_id = ? WHERE id = ?", (generation_id, output_id)
             )
+            await _journal_saved(db, request_id, output_id, generation_id)
         return output_id, generation_id
 
-    async def add_alternative(self, output_id: int, gen: NewGeneration) -> int:
-        """Add `gen` as a new alternative of an existing output and mark it chosen."""
+    async def add_alternative(
+        self, output_id: int, gen: NewGeneration, *, request_id: int | None = None
+    ) -> int:
+        """Add `gen` as a new alternative of an existing output and mark it chosen (and the
+        journalled request `request_id` saved, as `save_output` does)."""
         async with self.transaction() as db:
             generation_id = await self._insert_generation(db, gen, output_id)
             await db.execute(
                 "UPDATE outputs SET chosen_id = ? WHERE id = ?", (generation_id, output_id)
             )
+            await _journal_saved(db, request_id, output_id, generation_id)
         return generation_id
 
     @staticmethod
@@ -348,6 +363,46 @@ class Store:
             await db.execute(
                 "DELETE FROM settings WHERE scope = ? AND scope_id = ?", (scope, scope_id)
             )
+
+
+async def _to_the_end(step: Awaitable[Any]) -> Any:
+    """Await `step` to its end even if the caller is cancelled meanwhile, then let the
+    cancellation go on: a BEGIN, COMMIT or ROLLBACK cut off half-way would leave the shared
+    connection inside a transaction that no one owns."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+class RequestEnded(RuntimeError):
+    """The journalled request was already answered, cancelled or given up: its answer is not
+    stored a second time."""
+
+
+async def _journal_saved(
+    db: aiosqlite.Connection, request_id: int | None, output_id: int, generation_id: int
+) -> None:
+    """Mark a pending journalled request saved with its generation (inside the caller's
+    transaction); raises `RequestEnded`, rolling it back, when the request is not pending."""
+    if request_id is None:
+        return
+    cur = await db.execute(
+        "UPDATE requests SET state = 'saved', output_id = ?, generation_id = ?, updated_at = ?"
+        " WHERE id = ? AND state = 'pending'",
+        (output_id, generation_id, utcnow(), request_id),
+    )
+    if cur.rowcount != 1:
+        raise RequestEnded(request_id)
 
 
 def _generation(row: aiosqlite.Row) -> GenerationRecord:

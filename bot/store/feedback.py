@@ -199,6 +199,8 @@ class Feedback:
         anonymise their story parts. Outputs they requested go with every alternative."""
         async with self.store.transaction() as db:
             votes = await db.execute("DELETE FROM feedback WHERE user_id = ?", (user_id,))
+            # the journal keeps a request's inputs until it is pruned
+            await db.execute("DELETE FROM requests WHERE user_id = ?", (user_id,))
             generations = await db.execute(
                 "DELETE FROM generations WHERE user_id = ? OR output_id IN"
                 " (SELECT id FROM outputs WHERE requester_id = ?)",

@@ -93,8 +93,16 @@ class Stories:
         generation_id: int | None = None,
         message_id: int | None = None,
     ) -> SegmentRecord:
-        """Append a segment at the next position."""
+        """Append a segment at the next position. A generation lands once: adding the same
+        `generation_id` again (an answer finished again after a crash) returns its segment."""
         async with self.store.transaction() as db:
+            if generation_id is not None:
+                async with db.execute(
+                    "SELECT * FROM story_segments WHERE generation_id = ?", (generation_id,)
+                ) as found:
+                    row = await found.fetchone()
+                if row is not None:
+                    return SegmentRecord(**dict(row))
             cur = await db.execute(
                 "INSERT INTO story_segments (story_id, channel_id, author_id, text, position,"
                 " source, generation_id, message_id, created_at) VALUES (?, ?, ?, ?,"

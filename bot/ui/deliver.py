@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import discord
@@ -18,25 +19,20 @@ import discord
 from bot.generation.queue import GenerationHandle
 from bot.generation.types import GenerationRequest, QueueRefused
 from bot.services import Services
+from bot.store import NewRequest, StoreBusy
 from bot.ui.controls import REACTIONS, CancelView, controls_for, output_controls
 from bot.ui.render import attachments_for, written_embed
 from bot.ui.replies import NO_MENTIONS, refuse
 from bot.writing.refine import Refinement
-from bot.writing.run import Pacer, Task, Where, write
+from bot.writing.run import Answered, Pacer, Task, Where, Written, write
+from bot.writing.tasks import snapshot
 
 log = logging.getLogger(__name__)
 
 # Edits one Discord message: `content`, `embed`, `view`, `attachments` as in `Message.edit`.
 Editor = Callable[..., Awaitable[Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Answered:
-    """A generation that was saved and shown in a Discord message."""
-
-    generation_id: int
-    message_id: int
-    text: str
+# Interaction tokens can edit the answer for 15 minutes (Discord's limit).
+TOKEN_LIFETIME = timedelta(minutes=15)
 
 
 async def deliver(
@@ -50,6 +46,8 @@ async def deliver(
     output_id: int | None = None,
     refines_id: int | None = None,
     refine_kind: str | None = None,
+    request_id: int | None = None,
+    landed: Callable[[Answered], Awaitable[None]] | None = None,
 ) -> Answered | None:
     """Stream `handle` into a message through `editor`, with a Cancel button for the person who
     asked, then save the answer and show it with its controls.
@@ -57,6 +55,10 @@ async def deliver(
     With `output_id` the answer is a new alternative of that output (the message already shows
     it, with `restore` as its controls, put back if this fails or is cancelled). Edits of the
     message are at least `EDIT_INTERVAL_S` apart, the final one included.
+
+    With `request_id` (the request's journal row), the row ends with the request: done once the
+    answer is shown and `landed` (a story keeping its part) has run, else failed or cancelled;
+    a shutdown leaves it pending, for the next start to finish (`bot.ui.resume`).
     """
     pacer = Pacer()
     cancel = CancelView(where.user_id)
@@ -83,6 +85,7 @@ async def deliver(
             output_id=output_id,
             refines_id=refines_id,
             refine_kind=refine_kind,
+            request_id=request_id,
         )
     )
     cancel.on_cancel = inner.cancel
@@ -92,20 +95,47 @@ async def deliver(
         current = asyncio.current_task()
         if not cancel.pressed or (current is not None and current.cancelling()):
             raise
-        await fail("Cancelled.")
+        try:
+            await fail("Cancelled.")
+        finally:
+            if request_id is not None:
+                await services.requests.end(request_id, "cancelled")
         return None
     finally:
         cancel.stop()
     if written is None:
         return None
-    position = total = 1
-    if output_id is not None:
-        alternatives = await services.store.alternatives(output_id)
-        position = total = len(alternatives)
-    view = output_controls(
-        written.generation_id, position, total, command=task.command, text=written.text
-    )
     await pacer.wait()
+    answered = await show_written(
+        services, written, where, editor, command=task.command, new=output_id is None, fail=fail
+    )
+    if answered is not None and landed is not None:
+        await landed(answered)
+    if request_id is not None:
+        await services.requests.end(request_id, "done")
+    return answered
+
+
+async def show_written(
+    services: Services,
+    written: Written,
+    where: Where,
+    editor: Editor,
+    *,
+    command: str,
+    new: bool,
+    fail: Callable[[str], Awaitable[object]],
+) -> Answered | None:
+    """Show a saved answer in its message with its controls: a `new` output (then the message
+    is recorded, with the reactions the channel asked for), or the newest alternative of its
+    output. None if Discord would not show it: the answer stays saved, and `fail` says so
+    where it can."""
+    position = total = 1
+    if not new:
+        position = total = len(await services.store.alternatives(written.output_id))
+    view = output_controls(
+        written.generation_id, position, total, command=command, text=written.text
+    )
     try:
         message = await editor(
             content=None,
@@ -121,7 +151,7 @@ async def deliver(
         with contextlib.suppress(discord.HTTPException):
             await fail(f"I wrote it (#{written.generation_id}), but Discord would not show it.")
         return None
-    if output_id is None:
+    if new:
         await services.store.set_output_message(written.output_id, message.id)
         prefs = await services.preferences.for_channel(where.guild_id, where.channel_id)
         if prefs.reactions:
@@ -135,6 +165,17 @@ async def deliver_refinement(
     """Stream a queued refinement into the output's own message; the version it refines and
     its controls come back if it fails or is cancelled."""
     shown = refinement.shown
+    request_id = None
+    if shown.message_id is not None:
+        request_id = await journal(
+            services,
+            refinement.task,
+            refinement.where,
+            shown.message_id,
+            output_id=refinement.output_id,
+            refines_id=shown.id,
+            refine_kind=refinement.kind,
+        )
     return await deliver(
         services,
         refinement.task,
@@ -145,7 +186,45 @@ async def deliver_refinement(
         output_id=refinement.output_id,
         refines_id=shown.id,
         refine_kind=refinement.kind,
+        request_id=request_id,
     )
+
+
+async def journal(
+    services: Services,
+    task: Task,
+    where: Where,
+    message_id: int,
+    *,
+    interaction: discord.Interaction | None = None,
+    output_id: int | None = None,
+    refines_id: int | None = None,
+    refine_kind: str | None = None,
+) -> int | None:
+    """Record a request just accepted, with the message its answer goes into (and the
+    interaction whose token may edit it); its journal id. If the database will not take it,
+    the request still runs, only not past a crash: None, and a log line."""
+    try:
+        return await services.requests.accept(
+            NewRequest(
+                command=task.command,
+                task=snapshot(task),
+                user_id=where.user_id,
+                channel_id=where.channel_id,
+                guild_id=where.guild_id,
+                message_id=message_id,
+                interaction_token=interaction.token if interaction else None,
+                token_expires_at=(
+                    (interaction.created_at + TOKEN_LIFETIME).isoformat() if interaction else None
+                ),
+                output_id=output_id,
+                refines_id=refines_id,
+                refine_kind=refine_kind,
+            )
+        )
+    except (StoreBusy, sqlite3.Error) as exc:
+        log.warning("could not journal a %s request: %r", task.command, exc)
+        return None
 
 
 async def _add_reactions(message: discord.Message | discord.PartialMessage) -> None:
@@ -164,11 +243,13 @@ async def answer_with_generation(
     *,
     refines_id: int | None = None,
     refine_kind: str | None = None,
+    landed: Callable[[Answered], Awaitable[None]] | None = None,
 ) -> Answered | None:
     """Run `task` for the user of `interaction` and answer it; returns what was shown.
 
     Refusals (queue full, too many pending) are ephemeral and queue nothing. Failures end with
-    a short message in place of the output; only finished work is saved.
+    a short message in place of the output; only finished work is saved. Once deferred, the
+    request is journalled: a restart finishes it in the same message.
     """
     request = GenerationRequest(user_id=interaction.user.id, prompt=task.prompt, params=task.params)
     try:
@@ -178,11 +259,23 @@ async def answer_with_generation(
         await refuse(interaction, refused.user_message)
         return None
     try:
-        await interaction.response.defer(thinking=True)
+        response = await interaction.response.defer(thinking=True)
     except discord.HTTPException:
         handle.cancel()  # nobody will see the answer
         raise
     where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
+    message_id = response.message_id if response is not None else None
+    request_id = None
+    if message_id is not None:
+        request_id = await journal(
+            services,
+            task,
+            where,
+            message_id,
+            interaction=interaction,
+            refines_id=refines_id,
+            refine_kind=refine_kind,
+        )
     return await deliver(
         services,
         task,
@@ -191,6 +284,8 @@ async def answer_with_generation(
         interaction.edit_original_response,
         refines_id=refines_id,
         refine_kind=refine_kind,
+        request_id=request_id,
+        landed=landed,
     )
 
 
@@ -201,9 +296,11 @@ async def answer_in_channel(
     where: Where,
     *,
     reference: discord.Message | None = None,
+    landed: Callable[[Answered], Awaitable[None]] | None = None,
 ) -> Answered | None:
     """Like `answer_with_generation`, for work not started by an interaction (a mention, a
-    story's automatic turn): a new message is sent and the answer streams into it."""
+    story's automatic turn): a new message is sent, the request journalled, and the answer
+    streams into the message."""
     request = GenerationRequest(user_id=where.user_id, prompt=task.prompt, params=task.params)
     try:
         await services.limits.admit(where.user_id, where.guild_id)
@@ -211,5 +308,12 @@ async def answer_in_channel(
     except QueueRefused as refused:
         await channel.send(refused.user_message, reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
         return None
-    message = await channel.send("✍️ …", reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
-    return await deliver(services, task, handle, where, message.edit)
+    try:
+        message = await channel.send("✍️ …", reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
+    except BaseException:
+        handle.cancel()  # nobody will see the answer
+        raise
+    request_id = await journal(services, task, where, message.id)
+    return await deliver(
+        services, task, handle, where, message.edit, request_id=request_id, landed=landed
+    )

@@ -21,9 +21,10 @@ from bot.generation.types import (
     GenerationResult,
     Prompt,
     SamplingParams,
+    ShuttingDown,
 )
 from bot.services import Services
-from bot.store import NewGeneration
+from bot.store import NewGeneration, RequestEnded, Requests
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ EDIT_INTERVAL_S = 1.0
 STREAM_PREVIEW_CHARS = 1900
 # Said when a finished text is empty once cleaned (or once its ungrounded parts are dropped).
 NOTHING_USABLE = "The model came back with nothing usable. Please try again."
+# Said when the bot stops (a restart) before a journalled request is answered: it stays in the
+# journal, and the next start writes the answer into the same message.
+PAUSED = "⏸ I'm restarting. I'll finish this when I'm back."
 
 # Shows one line of progress ("⏳ #2 in queue…", "✍️ The text so far"); must not raise.
 Edit = Callable[[str], Awaitable[object]]
@@ -99,6 +103,15 @@ class Written:
     model: str
     seconds: float
     note: str | None = None  # what the text lacks (see `Task.shortfall`)
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A generation that was saved and shown in a message."""
+
+    generation_id: int
+    message_id: int
+    text: str
 
 
 class Pacer:
@@ -318,22 +331,41 @@ async def write(
     output_id: int | None = None,
     refines_id: int | None = None,
     refine_kind: str | None = None,
+    request_id: int | None = None,
 ) -> Written | None:
     """Report `handle`'s progress through `edit`, then save the finished text.
 
     With `output_id`, the text is saved as a new alternative of that output (a refinement);
     otherwise as a new output. On failure the user is told why through `fail` (default:
     `edit`) and nothing is saved; returns None.
+
+    With `request_id` (its row in the request journal), the answer is saved and the request
+    marked saved in one transaction, each start of the model is counted, and a failure ends
+    the request as failed, except a shutdown: the request stays pending for the next start,
+    and the message says so.
     """
     fail = fail or edit
+    journal = services.requests
+    counting = (
+        asyncio.create_task(_count_start(services, handle, request_id))
+        if request_id is not None
+        else None
+    )
     try:
         text, result, retried = await complete(
             services.queue, task, handle, where.user_id, edit, pacer
         )
+    except ShuttingDown:
+        log.info("%s for %s paused by a shutdown", task.command, where.user_id)
+        await fail(PAUSED if request_id is not None else ShuttingDown.user_message)
+        return None
     except GenerationError as error:
         log.info("%s for %s failed: %r", task.command, where.user_id, error)
-        await fail(error.user_message)
+        await _said_then_ended(fail, error.user_message, journal, request_id, type(error).__name__)
         return None
+    finally:
+        if counting is not None:
+            counting.cancel()
     if not text.strip():
         log.info(
             "%s for %s came back empty (%s, %d characters before clean-up)",
@@ -342,7 +374,7 @@ async def write(
             result.finish_reason,
             len(result.text),
         )
-        await fail(NOTHING_USABLE)
+        await _said_then_ended(fail, NOTHING_USABLE, journal, request_id, "nothing usable")
         return None
     note = task.shortfall(text) if task.shortfall is not None else None
     record = NewGeneration(
@@ -368,10 +400,38 @@ async def write(
         refines_id=refines_id,
         refine_kind=refine_kind,
     )
-    if output_id is None:
-        output_id, generation_id = await services.store.save_output(record)
-    else:
-        generation_id = await services.store.add_alternative(output_id, record)
+    try:
+        if output_id is None:
+            output_id, generation_id = await services.store.save_output(
+                record, request_id=request_id
+            )
+        else:
+            generation_id = await services.store.add_alternative(
+                output_id, record, request_id=request_id
+            )
+    except RequestEnded:
+        # answered, cancelled or given up elsewhere meanwhile: the answer is not kept twice
+        log.info("request %s had ended; its second answer is dropped", request_id)
+        return None
     return Written(
         output_id, generation_id, text, task.title, result.model, result.generation_s, note
     )
+
+
+async def _said_then_ended(
+    fail: Edit, text: str, journal: Requests, request_id: int | None, error: str
+) -> None:
+    """Say why a request failed, then end it in the journal: killed in between, the next
+    start says it again rather than leave the message waiting."""
+    try:
+        await fail(text)
+    finally:
+        if request_id is not None:
+            await journal.end(request_id, "failed", error)
+
+
+async def _count_start(services: Services, handle: GenerationHandle, request_id: int) -> None:
+    """Count the model's start on a journalled request (bounds a crash loop on it)."""
+    await handle.wait_started()
+    if handle.started_at is not None:
+        await services.requests.started(request_id)

@@ -9,8 +9,9 @@ their thread and their opening premise without outgrowing the context.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.generation.queue import GenerationQueue
 from bot.generation.types import (
@@ -24,7 +25,7 @@ from bot.prompts import clean_output
 from bot.prompts.story import LENGTHS, continue_prompt, recap_prompt, story_header
 from bot.services import Services
 from bot.store import SegmentRecord, Stories, StoryRecord
-from bot.writing.run import Task, Where
+from bot.writing.run import Answered, Task, Where
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,13 @@ class StoryWriter:
         self.context = StoryContext(
             services.stories, services.queue, budget=services.settings.story_context_tokens
         )
+        self._turns: dict[int, asyncio.Lock] = {}
+
+    def turn(self, story_id: int) -> asyncio.Lock:
+        """Held while one of the story's parts is built, written and kept: its turns run one
+        at a time, in the order they asked (a lock wakes its waiters first come, first
+        served), so each part follows the last and the parts land in order."""
+        return self._turns.setdefault(story_id, asyncio.Lock())
 
     async def next_part(
         self,
@@ -164,22 +172,18 @@ class StoryWriter:
             finish=clean_output,
         )
 
-    async def keep_part(
-        self,
-        story: StoryRecord,
-        channel_id: int,
-        *,
-        text: str,
-        generation_id: int,
-        message_id: int,
-    ) -> None:
-        """Add the bot's shown answer to the story as its next part."""
-        await self.services.stories.add(
-            story.id,
-            channel_id=channel_id,
-            author_id=None,
-            text=text,
-            source="bot",
-            generation_id=generation_id,
-            message_id=message_id,
-        )
+    def lands_in(self, story: StoryRecord, where: Where) -> Callable[[Answered], Awaitable[None]]:
+        """What keeps a shown answer as the story's next part (once, however often called)."""
+
+        async def land(answered: Answered) -> None:
+            await self.services.stories.add(
+                story.id,
+                channel_id=where.channel_id,
+                author_id=None,
+                text=answered.text,
+                source="bot",
+                generation_id=answered.generation_id,
+                message_id=answered.message_id,
+            )
+
+        return land

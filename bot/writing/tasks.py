@@ -393,20 +393,39 @@ def stored_task(record: GenerationRecord, settings: Settings) -> Task | None:
     """The task that wrote `record` again: rebuilt from its inputs when its command can be,
     else its stored prompt and parameters re-run (a story turn, a recap)."""
     stored = record.prompt if isinstance(record.prompt, dict) else {}
+    return task_again(record.command, stored, record.params or {}, settings)
+
+
+def snapshot(task: Task) -> dict[str, Any]:
+    """What `task_again` rebuilds `task` from, as JSON (a generation's prompt, with params)."""
+    return {
+        "inputs": task.inputs,
+        **task.prompt.to_dict(),
+        "title": task.title,
+        "params": task.params.to_dict(),
+    }
+
+
+def task_again(
+    command: str, stored: dict[str, Any], params: dict[str, Any], settings: Settings
+) -> Task | None:
+    """A task rebuilt from what was stored of it (`snapshot`, or a generation's prompt and
+    params): from its inputs when `command` can be rebuilt, else its prompt re-run as it was.
+    None when neither can be read (stored by an older version, or damaged)."""
     inputs = stored.get("inputs")
-    task = build_task(record.command, inputs, settings) if isinstance(inputs, dict) else None
+    task = build_task(command, inputs, settings) if isinstance(inputs, dict) else None
     if task is not None:
         return task
     try:
         prompt = Prompt.from_dict(stored)
-        params = SamplingParams.from_dict(record.params or {})
-    except (KeyError, TypeError, ValueError):
+        sampling = SamplingParams.from_dict(params)
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
     return Task(
-        command=record.command,
-        title=str(stored.get("title") or record.command.title()),
+        command=command,
+        title=str(stored.get("title") or command.title()),
         prompt=prompt,
-        params=params,
+        params=sampling,
         inputs=inputs if isinstance(inputs, dict) else {},
         finish=clean_output,
     )
