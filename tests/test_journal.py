@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import load_settings
-from bot.store import NewRequest, RequestEnded, Store, Stories
+from bot.store import NewRequest, RequestEnded, SegmentRecord, Store, Stories
 from bot.store.feedback import Feedback
 from bot.store.requests import Requests
 from bot.writing.journal import Verdict, story_of, verdict
@@ -163,27 +163,35 @@ def test_a_journalled_task_is_rebuilt() -> None:
     assert task_again("recap", {"inputs": {}}, {}, SETTINGS) is None
 
 
+async def land(stories: Stories, story_id: int, generation_id: int, text: str) -> SegmentRecord:
+    return await stories.add(
+        story_id,
+        channel_id=2,
+        author_id=None,
+        text=text,
+        source="bot",
+        generation_id=generation_id,
+        message_id=9,
+    )
+
+
+async def story_with_a_part(store: Store, text: str) -> tuple[int, int]:
+    """A story with one part by the bot; its id and the part's generation id."""
+    story = await Stories(store).start(
+        guild_id=1, channel_id=2, title="T", premise="P", genre=None, created_by=3
+    )
+    _, generation_id = await store.save_output(gen(command="story"))
+    await land(Stories(store), story.id, generation_id, text)
+    return story.id, generation_id
+
+
 async def test_a_story_part_lands_once_per_generation(tmp_path: Path) -> None:
     async with Store.open(tmp_path / "db.sqlite3") as store:
         stories = Stories(store)
-        story = await stories.start(
-            guild_id=1, channel_id=2, title="T", premise="P", genre=None, created_by=3
-        )
-        _, generation_id = await store.save_output(gen(command="story"))
-        kept = [
-            await stories.add(
-                story.id,
-                channel_id=2,
-                author_id=None,
-                text="The door opened.",
-                source="bot",
-                generation_id=generation_id,
-                message_id=9,
-            )
-            for _ in range(2)
-        ]
-        assert kept[0] == kept[1]
-        assert [s.text for s in await stories.segments(story.id)] == ["The door opened."]
+        story_id, generation_id = await story_with_a_part(store, "The door opened.")
+        again = await land(stories, story_id, generation_id, "The door opened.")
+        assert [s.id for s in await stories.segments(story_id)] == [again.id]
+        assert [s.text for s in await stories.segments(story_id)] == ["The door opened."]
 
 
 async def test_a_cancelled_transaction_leaves_none_open(tmp_path: Path) -> None:
@@ -207,23 +215,12 @@ async def test_migration_0003_on_a_database_with_stories(tmp_path: Path) -> None
     before = copy_migrations(tmp_path / "migrations", "0001_initial.sql", "0002_votes.sql")
     path = tmp_path / "db.sqlite3"
     async with Store.open(path, migrations_dir=before) as store:
-        story = await Stories(store).start(
-            guild_id=1, channel_id=2, title="T", premise="P", genre=None, created_by=3
-        )
-        _, generation_id = await store.save_output(gen(command="story"))
-        await Stories(store).add(
-            story.id,
-            channel_id=2,
-            author_id=None,
-            text="Part.",
-            source="bot",
-            generation_id=generation_id,
-        )
+        story_id, generation_id = await story_with_a_part(store, "Part.")
     async with Store.open(path) as store:
         states = {
             s.migration.name: s.applied_at is not None for s in await store.migration_status()
         }
         assert states == {"initial": True, "votes": True, "requests": True}
-        parts = await Stories(store).segments(story.id)
+        parts = await Stories(store).segments(story_id)
         assert [(p.text, p.generation_id) for p in parts] == [("Part.", generation_id)]
         assert await Requests(store).unfinished() == []
