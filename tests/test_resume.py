@@ -174,7 +174,7 @@ class Scene:
                 "SELECT 1 FROM requests WHERE state IN ('pending', 'saved')"
             ).fetchall()
 
-    async def all_final(self) -> list[Message]:
+    async def all_final(self, timeout: float = WAIT) -> list[Message]:
         """Every request's message, once all are final and the journal is settled. (A request
         never acknowledged has no message: a story turn waiting for the part before it, say,
         when the bot was killed. Nobody was told it was taken on.)"""
@@ -185,7 +185,7 @@ class Scene:
                 and self.journal_settled()
                 and shown
             ),
-            timeout=WAIT,
+            timeout=timeout,
         )
 
     def assert_once_each(self, shown: list[Message]) -> None:
@@ -386,7 +386,8 @@ async def test_a_loop_of_kills_ends_every_request_once(scene: Scene) -> None:
         await asyncio.sleep(rng.uniform(0.2, 4.0))
         await scene.kill(bot)
     last = await scene.start()
-    every = await scene.all_final()
+    # what piled up over the rounds is written now: a minute a round at the most
+    every = await scene.all_final(timeout=max(WAIT, 60 * KILLS))
     shown = [m for m in every if acknowledged(m)]
     refused = len(every) - len(shown)
     scene.assert_once_each(shown)
