@@ -178,11 +178,13 @@ class Resumer:
         if task is None:
             self._spawn(self._close(row, "failed", LOST, error="cannot rebuild"))
             return
+        self._spawn(self._run(row, task, self._requeue(row, task), row.id))
+
+    def _requeue(self, row: RequestRecord, task: Task) -> GenerationHandle:
         # accepted before the restart: not refused, not counted again toward a limit
-        handle = self.services.queue.submit(
+        return self.services.queue.submit(
             GenerationRequest(row.user_id, task.prompt, task.params), count_for_user=False
         )
-        self._spawn(self._run(row, task, handle, row.id))
 
     async def _run(
         self,
@@ -258,10 +260,7 @@ class Resumer:
             if task is None:
                 await self._close(row, "cancelled", STORY_ENDED, error="story ended")
                 continue
-            handle = self.services.queue.submit(
-                GenerationRequest(row.user_id, task.prompt, task.params), count_for_user=False
-            )
-            await self._run(row, task, handle, row.id)
+            await self._run(row, task, self._requeue(row, task), row.id)
 
     async def _landing(self, row: RequestRecord) -> Callable[[Answered], Awaitable[None]] | None:
         story_id = story_of(row)

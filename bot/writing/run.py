@@ -340,15 +340,16 @@ async def write(
     `edit`) and nothing is saved; returns None.
 
     With `request_id` (its row in the request journal), the answer is saved and the request
-    marked saved in one transaction, each start of the model is counted, and a failure ends
-    the request as failed, except a shutdown: the request stays pending for the next start,
-    and the message says so.
+    marked saved in one transaction, each start of the model is counted (when
+    RESUME_MAX_ATTEMPTS is set), and a failure ends the request as failed, except a shutdown:
+    the request stays pending for the next start, and the message says so.
     """
     fail = fail or edit
     journal = services.requests
+    # the starts matter only to RESUME_MAX_ATTEMPTS: no write on every request without it
     counting = (
         asyncio.create_task(_count_start(services, handle, request_id))
-        if request_id is not None
+        if request_id is not None and services.settings.resume_max_attempts
         else None
     )
     try:
