@@ -305,16 +305,22 @@ async def test_sigkill_with_requests_waiting_and_writing_loses_none(scene: Scene
     shown = await scene.all_final()
     scene.assert_once_each(shown)
     scene.assert_story_once_in_order()
-    # the refinement: one more version of the earlier answer, written once
-    await emu.wait_for(lambda: "2/2" in earlier.embeds[0]["footer"]["text"], timeout=WAIT)
-    assert len(shown_ids(earlier)) == 2
+    # the refinement: one more version of the earlier answer, written once (or, if the
+    # random model gave nothing usable, said so and the earlier version put back)
     with sqlite3.connect(scene.db) as conn:
+        [state] = conn.execute(
+            "SELECT state FROM requests WHERE refine_kind = 'regenerate'"
+        ).fetchone()
         versions = conn.execute(
             "SELECT COUNT(*) FROM generations g JOIN outputs o ON o.id = g.output_id"
             " WHERE o.message_id = ?",
             (earlier.id,),
         ).fetchone()[0]
-    assert versions == 2
+    assert state in ("done", "failed")
+    written = state == "done"
+    assert versions == (2 if written else 1)
+    assert len(shown_ids(earlier)) == versions
+    assert ("2/2" in earlier.embeds[0]["footer"]["text"]) == written
     by_id = {m.id: m for m in shown}
     assert by_id[damaged[1]].content == LOST
     rest = [m for m in shown if m.id != damaged[1]]
@@ -344,7 +350,8 @@ async def test_sigterm_pauses_then_finishes_and_old_requests_offer_to_ask_again(
     shown = await scene.all_final()
     scene.assert_once_each(shown)
     scene.assert_story_once_in_order()
-    assert all(answered(m) for m in shown if m.id in {p.id for p in paused})
+    # every paused request was taken up again (its answer, or what happened, said plainly)
+    assert all(final(m) for m in shown if m.id in {p.id for p in paused})
     emu.errors = [e for e in emu.errors if "Invalid Webhook Token" not in e]
 
     # Too old to pick up: a plain note with 🔁, which the person who asked can press.
