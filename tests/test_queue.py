@@ -236,6 +236,27 @@ async def test_parts_of_an_accepted_task_are_never_refused() -> None:
             await handle.result()
 
 
+async def test_a_started_tasks_parts_go_before_the_same_users_new_tasks() -> None:
+    # one worker, one request per call: the order of calls is the order served
+    engine = ScriptedEngine(delay=0.0)
+    engine.gate.clear()
+    async with GenerationQueue(engine, max_pending_per_user=5) as queue:
+        blocker = queue.submit(request(9, "first"))
+        await asyncio.sleep(0.05)
+        assert blocker.started
+        new = [queue.submit(request(1, f"new {i}")) for i in range(2)]
+        parts = [queue.submit(request(1, f"part {i}"), count_for_user=False) for i in range(2)]
+        other = queue.submit(request(2, "someone else"))
+        assert [p.position for p in parts] == [1, 3]  # round-robin across users still holds
+        assert [n.position for n in new] == [4, 5]
+        engine.gate.set()
+        for handle in [blocker, *new, *parts, other]:
+            await handle.result()
+        order = engine.served
+        assert order.index("part 0") < order.index("part 1") < order.index("new 0")
+        assert order.index("new 0") < order.index("new 1")
+
+
 async def test_a_task_written_in_rounds_counts_once_toward_its_users_limit() -> None:
     async with GenerationQueue(ScriptedEngine(delay=0.0), max_pending_per_user=1) as queue:
         first = queue.submit(request(1, "a poem"))

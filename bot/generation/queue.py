@@ -7,7 +7,10 @@ Promises:
   `max_pending_per_user` requests waiting or running. A refused request leaves no trace.
   The parts of a task already accepted (`count_for_user=False`) are never refused.
 - Fair: waiting requests are served round-robin across users, so one user's ten requests
-  do not starve another user's one. Within a user, first come first served.
+  do not starve another user's one. Within a user, first come first served, except that the
+  parts of a task already started go before that user's new tasks (in their own order), so
+  that one person's several poems finish one after another instead of all advancing a line
+  per round and none finishing early.
 - Up to `engine.max_batch` requests are handed to the engine together; the engine decides how
   to run them (one by one, or as one batch). A local engine gets one call at a time; an engine
   marked `concurrent` (a remote server) gets new calls while others run, up to `max_batch`
@@ -335,7 +338,15 @@ class GenerationQueue:
             raise QueueFull(f"{self.waiting} requests waiting")
         handle = GenerationHandle(request, self)
         handle.counted = count_for_user
-        self._waiting.setdefault(request.user_id, deque()).append(handle)
+        jobs = self._waiting.setdefault(request.user_id, deque())
+        if count_for_user:
+            jobs.append(handle)
+        else:
+            # after the parts already waiting, before the user's new tasks
+            k = 0
+            while k < len(jobs) and not jobs[k].counted:
+                k += 1
+            jobs.insert(k, handle)
         self._wakeup.set()
         return handle
 
