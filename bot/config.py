@@ -56,6 +56,8 @@ class Settings:
     openai_api_key: str | None = None
     openai_model: str | None = None
     openai_max_retries: int = 2
+    vision_model: str | None = None
+    vision_engine: str = "local"
 
     def __repr__(self) -> str:  # the token must never reach a log line, even via repr()
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -163,6 +165,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "OPENAI_API_KEY": _optional,
     "OPENAI_MODEL": _optional,
     "OPENAI_MAX_RETRIES": _int("OPENAI_MAX_RETRIES", 0, 10),
+    "VISION_MODEL": _optional,
+    "VISION_ENGINE": _choice("VISION_ENGINE", ("local", "openai")),
 }
 
 
@@ -183,5 +187,13 @@ def load_settings(
     if settings.engine == "openai" and not (settings.openai_base_url and settings.openai_model):
         raise ConfigError(
             "ENGINE=openai needs OPENAI_BASE_URL (e.g. http://vllm:8000/v1) and OPENAI_MODEL."
+        )
+    if (
+        settings.vision_model
+        and settings.vision_engine == "openai"
+        and not settings.openai_base_url
+    ):
+        raise ConfigError(
+            "VISION_ENGINE=openai needs OPENAI_BASE_URL: the server that serves VISION_MODEL."
         )
     return settings

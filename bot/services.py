@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from bot.config import Settings
+from bot.generation.base import Engine
 from bot.generation.queue import GenerationQueue
 from bot.limits import Limits
 from bot.preferences import Preferences
@@ -28,9 +31,24 @@ class Services:
     feedback: Feedback
     limits: Limits
     requests: Requests
+    # The vision lane: a queue in front of a vision-language model, when one is configured.
+    vision: GenerationQueue | None = None
+
+    def queue_for(self, task: Any) -> GenerationQueue:
+        """The queue that runs `task` (a `bot.writing.run.Task`): the vision lane for a task that
+        shows the model an image, else the text queue."""
+        if getattr(task, "vision", False) and self.vision is not None:
+            return self.vision
+        return self.queue
 
     @classmethod
-    def build(cls, settings: Settings, store: Store, queue: GenerationQueue) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        store: Store,
+        queue: GenerationQueue,
+        vision: GenerationQueue | None = None,
+    ) -> Services:
         """The services over one open store and a running queue."""
         limits = Limits(
             store,
@@ -46,27 +64,36 @@ class Services:
             Feedback(store),
             limits,
             Requests(store),
+            vision,
         )
 
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open the database, load the model, start the queue; close them in reverse on exit.
+    """Open the database, load the model (and the vision model, if one is set), start their
+    queues; close them in reverse on exit.
 
     Raises `MigrationError` or `ModelLoadError` (with a message for the admin) before yielding.
     """
-    from bot.generation.factory import build_engine
+    from bot.generation.factory import build_engine, build_vision_engine
 
-    async with Store.open(settings.database_path) as store:
+    def lane(engine: Engine) -> GenerationQueue:
+        return GenerationQueue(
+            engine,
+            max_queue=settings.max_queue,
+            max_pending_per_user=settings.max_pending_per_user,
+            timeout=settings.generation_timeout,
+        )
+
+    async with Store.open(settings.database_path) as store, contextlib.AsyncExitStack() as stack:
         log.info("Database ready at %s", settings.database_path)
         engine = await asyncio.to_thread(build_engine, settings)
-        try:
-            async with GenerationQueue(
-                engine,
-                max_queue=settings.max_queue,
-                max_pending_per_user=settings.max_pending_per_user,
-                timeout=settings.generation_timeout,
-            ) as queue:
-                yield Services.build(settings, store, queue)
-        finally:
-            engine.close()
+        stack.callback(engine.close)
+        vision = None
+        if settings.vision_model:
+            seeing = await asyncio.to_thread(build_vision_engine, settings)
+            stack.callback(seeing.close)
+            # its own lane: a picture's critique never waits behind a story turn, nor blocks one
+            vision = await stack.enter_async_context(lane(seeing))
+        queue = await stack.enter_async_context(lane(engine))
+        yield Services.build(settings, store, queue, vision)

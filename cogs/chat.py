@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.images.load import ImageRefused
+from bot.preferences import ChannelPreferences
 from bot.services import Services
 from bot.ui.deliver import answer_in_channel
+from bot.ui.images import art_critique, image_attachments
 from bot.ui.replies import NO_MENTIONS
 from bot.writing.refine import replied_to
 from bot.writing.run import Where
@@ -67,6 +70,15 @@ class Chat(commands.Cog):
                 allowed_mentions=NO_MENTIONS,
             )
             return
+        if prefs.mode == "critique":
+            pictured = None
+            if image_attachments(message):
+                pictured = message
+            elif replied is not None and replied.author.id != me.id and image_attachments(replied):
+                pictured = replied
+            if pictured is not None:
+                await self._critique_image(pictured, message, prefs)
+                return
         if not text and not (prefs.mode == "critique" and replied is not None):
             await message.reply("Yes? Tell me what you'd like.", allowed_mentions=NO_MENTIONS)
             return
@@ -79,6 +91,26 @@ class Chat(commands.Cog):
             task = critique_task(settings, target[:4000], "overall", "balanced", prefs.sampling())
         else:
             task = chat_task(settings, text, prefs.persona, earlier, prefs.sampling(160))
+        where = Where(message.author.id, message.channel.id, message.guild.id)
+        await answer_in_channel(message.channel, self.services, task, where, reference=message)
+
+    async def _critique_image(
+        self, pictured: discord.Message, message: discord.Message, prefs: ChannelPreferences
+    ) -> None:
+        """Critique mode: the first image of `pictured` (the message, or the one it replies to)."""
+        assert message.guild is not None
+        try:
+            task = await art_critique(
+                self.services,
+                image_attachments(pictured)[0],
+                pictured,
+                "overall",
+                "balanced",
+                prefs.sampling(),
+            )
+        except ImageRefused as refused:
+            await message.reply(str(refused), allowed_mentions=NO_MENTIONS)
+            return
         where = Where(message.author.id, message.channel.id, message.guild.id)
         await answer_in_channel(message.channel, self.services, task, where, reference=message)
 

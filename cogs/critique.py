@@ -8,10 +8,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.images.load import ImageRefused
+from bot.prompts import art
 from bot.prompts.critique import FOCUS, TONES
 from bot.services import Services
 from bot.ui.deliver import answer_with_generation
-from bot.ui.replies import refuse
+from bot.ui.images import art_critique, image_attachments, too_big
+from bot.ui.replies import NO_MENTIONS, refuse, tell
 from bot.writing.tasks import critique_task, scene_task
 
 if TYPE_CHECKING:
@@ -53,36 +56,80 @@ class Critique(commands.Cog):
         task = critique_task(self.services.settings, text, focus, tone, channel)
         await answer_with_generation(interaction, self.services, task)
 
+    async def _critique_image(
+        self,
+        interaction: discord.Interaction,
+        attachment: discord.Attachment,
+        source: discord.Message | None,
+        focus: str,
+        tone: str,
+    ) -> None:
+        reason = too_big(attachment)
+        if reason:
+            await refuse(interaction, reason)
+            return
+        # downloading and measuring can take longer than the 3 s Discord allows an answer
+        await interaction.response.defer(thinking=True)
+        channel = await self.services.preferences.sampling_for(
+            interaction.guild_id, interaction.channel_id
+        )
+        try:
+            task = await art_critique(self.services, attachment, source, focus, tone, channel)
+        except ImageRefused as refused:
+            await interaction.edit_original_response(
+                content=str(refused), allowed_mentions=NO_MENTIONS
+            )
+            return
+        await answer_with_generation(interaction, self.services, task)
+
     @app_commands.command(name="critique")
-    @app_commands.describe(text="The writing to critique", focus="What to look at", tone="How")
+    @app_commands.describe(
+        text="The writing to critique",
+        image="A picture to critique (drawing, painting, photo)",
+        focus="What to look at",
+        tone="How",
+    )
     @app_commands.choices(
-        focus=[app_commands.Choice(name=f, value=f) for f in FOCUS],
+        focus=[app_commands.Choice(name=f, value=f) for f in dict.fromkeys(FOCUS + art.FOCUS)],
         tone=[app_commands.Choice(name=t, value=t) for t in TONES],
     )
     async def critique(
         self,
         interaction: discord.Interaction,
-        text: str,
+        text: str | None = None,
+        image: discord.Attachment | None = None,
         focus: str = "overall",
         tone: str = "balanced",
     ) -> None:
-        """Get strengths, suggestions and line notes on a piece of writing."""
-        await self._critique(
-            interaction,
-            text,
-            focus if focus in FOCUS else "overall",
-            tone if tone in TONES else "balanced",
-        )
+        """Get feedback on writing (strengths, suggestions, line notes) or on a picture."""
+        tone = tone if tone in TONES else "balanced"
+        if image is not None:
+            if text and text.strip():
+                await refuse(interaction, "One at a time, please: a text or an image, not both.")
+                return
+            focus = focus if focus in art.FOCUS else "overall"
+            await self._critique_image(interaction, image, None, focus, tone)
+            return
+        await self._critique(interaction, text or "", focus if focus in FOCUS else "overall", tone)
 
     async def critique_message(
         self, interaction: discord.Interaction, message: discord.Message
     ) -> None:
-        """Critique the writing in this message."""
+        """Critique the writing or the picture in this message."""
+        images = image_attachments(message)
+        if images:
+            await self._critique_image(interaction, images[0], message, "overall", "balanced")
+            if len(images) > 1 or message.content.strip():
+                await tell(
+                    interaction,
+                    "I looked at the first image. For another image, or the text, use /critique.",
+                )
+            return
         if not message.content.strip():
             if message.attachments:
                 await refuse(
                     interaction,
-                    "I can only critique text for now, not images or files. "
+                    "I critique writing and images; that message has neither. "
                     "Paste the words into /critique instead.",
                 )
             else:

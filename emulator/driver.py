@@ -67,12 +67,24 @@ class Emulator(DiscordEmulator):
         return interaction
 
     async def slash(
-        self, user: User, channel: Channel, command: str, **options: Any
+        self,
+        user: User,
+        channel: Channel,
+        command: str,
+        *,
+        files: dict[str, tuple[str, bytes]] | None = None,
+        **options: Any,
     ) -> Interaction:
-        """Run `/command` with options; a subcommand is written `"story continue"`."""
+        """Run `/command` with options; a subcommand is written `"story continue"`. `files`:
+        attachment options, by option name, as (filename, bytes)."""
         name, *sub = command.split()
         registered = self._find_command(channel.guild_id, name)
         opts = [{"name": k, "type": _OPTION_TYPES[type(v)], "value": v} for k, v in options.items()]
+        resolved: dict[str, Any] = {}
+        for option, (filename, content) in (files or {}).items():
+            attachment = self.attach(filename, content)
+            resolved.setdefault("attachments", {})[attachment["id"]] = attachment
+            opts.append({"name": option, "type": 11, "value": attachment["id"]})
         if sub:
             opts = [{"name": sub[0], "type": 1, "options": opts}]
         data = {
@@ -81,7 +93,7 @@ class Emulator(DiscordEmulator):
             "type": 1,
             "options": opts,
             "guild_id": str(channel.guild_id),
-        }
+        } | ({"resolved": resolved} if resolved else {})
         return await self._interact(user, channel, 2, data)
 
     async def say(
@@ -91,16 +103,15 @@ class Emulator(DiscordEmulator):
         content: str,
         *,
         reply_to: Message | None = None,
-        images: tuple[str, ...] = (),
+        files: dict[str, bytes] | None = None,
     ) -> Message:
-        """`user` posts `content` in `channel` (optionally as a reply, or with image files)."""
+        """`user` posts `content` in `channel` (optionally as a reply, or with files, served by
+        the attachment host)."""
         body: dict[str, Any] = {"content": content}
         if reply_to is not None:
             body["message_reference"] = {"message_id": str(reply_to.id)}
-        body["_files"] = [{"filename": name, "data": b"\x89PNG fake"} for name in images]
         message = self._new_message(channel.id, user, body)
-        for attachment in message.attachments:
-            attachment["content_type"] = "image/png"
+        message.attachments = [self.attach(name, data) for name, data in (files or {}).items()]
         payload = message.payload()
         payload["member"] = self.guilds[channel.guild_id].members[user.id].payload()
         if reply_to is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import mimetypes
 import secrets
 import time
 import urllib.parse
@@ -109,6 +110,7 @@ class DiscordEmulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        app.router.add_get("/files/{file_id}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -534,6 +536,28 @@ class DiscordEmulator:
         self.messages[message.id] = message
         self._tell("create", message)
         return message
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """The attachment host (Discord's CDN): an attachment's bytes by its id."""
+        self.requests.append(("GET", request.path))
+        data = self.files.get(int(request.match_info["file_id"]))
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    def attach(self, filename: str, data: bytes) -> dict[str, Any]:
+        """A file on the attachment host, as Discord describes an attachment: its type is
+        guessed from the name, as Discord does (the bytes may say otherwise)."""
+        file_id = self.snowflake()
+        self.files[file_id] = data
+        kind = mimetypes.guess_type(filename)[0]
+        return {
+            "id": str(file_id),
+            "filename": filename,
+            "size": len(data),
+            "url": f"{self.url}/files/{file_id}",
+            "proxy_url": f"{self.url}/files/{file_id}",
+        } | ({"content_type": kind} if kind else {})
 
     def _attachments(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         out = []

@@ -105,9 +105,15 @@ class World:
 
 @contextlib.asynccontextmanager
 async def open_world(
-    engine: Engine, db_dir: Path, *, busy_timeout_ms: int = 5000, **queue_options: Any
+    engine: Engine,
+    db_dir: Path,
+    *,
+    busy_timeout_ms: int = 5000,
+    vision: Engine | None = None,
+    **queue_options: Any,
 ) -> AsyncIterator[World]:
-    """A bot with real services over `engine`, connected to a fresh emulator with one server."""
+    """A bot with real services over `engine` (and `vision`, a vision lane), connected to a
+    fresh emulator with one server."""
     emu = await Emulator().start()
     guild = emu.add_guild()
     channel = emu.add_channel(guild, "poetry")
@@ -134,7 +140,10 @@ async def open_world(
             Store.open(db_dir / "llmos.sqlite3", busy_timeout_ms=busy_timeout_ms)
         )
         queue = await stack.enter_async_context(GenerationQueue(engine, **queue_options))
-        services = Services.build(settings, store, queue)
+        seeing = None
+        if vision is not None:
+            seeing = await stack.enter_async_context(GenerationQueue(vision, **queue_options))
+        services = Services.build(settings, store, queue, seeing)
         bot = LLMOSBot(services)
         await bot.login(emu.token)
         runner = asyncio.create_task(bot.connect(reconnect=True))

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_settings
+from bot.generation.factory import build_vision_engine
+from bot.generation.remote import OpenAIEngine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,3 +81,21 @@ def test_openai_engine_needs_url_and_model() -> None:
     )
     assert settings.openai_base_url == "http://vllm:8000/v1"
     assert "sk-secret" not in repr(settings)
+
+
+def test_a_vision_model_on_a_server_needs_its_url() -> None:
+    with pytest.raises(ConfigError, match="VISION_ENGINE=openai needs OPENAI_BASE_URL"):
+        load_settings({"VISION_MODEL": "smolvlm", "VISION_ENGINE": "openai"}, dotenv_path=None)
+    settings = load_settings(
+        {
+            "VISION_MODEL": "HuggingFaceTB/SmolVLM-256M-Instruct",
+            "VISION_ENGINE": "openai",
+            "OPENAI_BASE_URL": "http://vllm:8000/v1",
+        },
+        dotenv_path=None,
+    )
+    engine = build_vision_engine(settings)  # a remote engine: nothing is loaded or fetched
+    assert isinstance(engine, OpenAIEngine)
+    assert engine.model_name == "HuggingFaceTB/SmolVLM-256M-Instruct"
+    assert engine.base_url == "http://vllm:8000/v1"
+    assert load_settings({}, dotenv_path=None).vision_model is None

@@ -22,7 +22,16 @@ FLOORS: list[tuple[str, ...]] = [
     ("bot.ui",),
     ("bot.writing",),
     ("bot.services", "bot.limits", "bot.preferences"),
-    ("bot.store", "bot.generation", "bot.prompts", "bot.config", "bot.logs", "migrations", "bot"),
+    (
+        "bot.store",
+        "bot.generation",
+        "bot.images",
+        "bot.prompts",
+        "bot.config",
+        "bot.logs",
+        "migrations",
+        "bot",
+    ),
 ]
 
 

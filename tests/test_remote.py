@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,14 +20,9 @@ from bot.generation.types import (
     SamplingParams,
 )
 from bot.prompts import poem_prompt
+from tests.vision_fixtures import free_port, serving
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,27 +36,8 @@ def tiny_dir(tiny_model: Any, tokenizer: Any, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="module")
 def server(tiny_dir: Path) -> Iterator[str]:
     """`transformers serve` with the tiny model preloaded; yields its /v1 base URL."""
-    port = free_port()
-    exe = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen(
-        [str(exe), "serve", str(tiny_dir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "") from None
-                time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving(tiny_dir) as url:
+        yield url
 
 
 DEFAULTS: dict[str, Any] = {"max_new_tokens": 16, "method": "greedy", "repetition_penalty": 1.0}

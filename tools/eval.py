@@ -12,6 +12,8 @@ and scores what a reader would count, not what is easy to count:
 - critique: the share of quotations (quoted lines and "quoted words") found verbatim in the
   text, canned remarks (one note said twice, or a stock sentence), and the parts present;
 - scene: a heading, a line of dialogue, and no one speaking who was not named;
+- art: a note for every measured topic of the focus (each note is kept only if it holds up
+  against the measurements), notes said twice, and each kept note checked again;
 - every output: non-empty, no template tokens, no echoed prompt, no line said three times.
 A few outputs per form are printed for a person to read. A benchmark, not a test: it reports,
 it does not fail.
@@ -36,12 +38,23 @@ from bot.config import load_settings
 from bot.generation.factory import build_engine
 from bot.generation.queue import GenerationQueue
 from bot.generation.types import GenerationRequest, SamplingParams
+from bot.images.analyse import analyse
+from bot.images.measure import ImageFacts
 from bot.prompts import FORMS, clean_output, poem_prompt, prosody, shape_poem
+from bot.prompts.art import TOPICS as TOPIC_OF
+from bot.prompts.art import supported
 from bot.prompts.brainstorm import parse_ideas
 from bot.prompts.critique import character_cues, has_dialogue, normalised, quotations
 from bot.prompts.poems import acrostic_word
 from bot.writing.run import Task, complete
-from bot.writing.tasks import brainstorm_task, chat_task, critique_task, poem_task, scene_task
+from bot.writing.tasks import (
+    art_task,
+    brainstorm_task,
+    chat_task,
+    critique_task,
+    poem_task,
+    scene_task,
+)
 
 TOPICS = [
     "autumn rain",
@@ -173,6 +186,67 @@ def scene_check(names: list[str]) -> Callable[[str], Score]:
     return check
 
 
+def pictures() -> list[tuple[str, bytes]]:
+    """Synthetic pictures for the art critique battery: a complementary split, a dark subject on
+    a thirds point, a night field, a sunset gradient with a sun."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    def png(image: Image.Image) -> bytes:
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        return out.getvalue()
+
+    split = Image.new("RGB", (600, 400), "#1e40af")
+    ImageDraw.Draw(split).rectangle([300, 0, 600, 400], fill="#f97316")
+    thirds = Image.new("RGB", (900, 600), "#d9d9d9")
+    ImageDraw.Draw(thirds).ellipse([560, 360, 640, 440], fill="#111111")
+    night = Image.new("RGB", (640, 480), "#0b1026")
+    ImageDraw.Draw(night).ellipse([100, 80, 160, 140], fill="#f5f3ce")
+    sunset = Image.linear_gradient("L").resize((512, 384)).convert("RGB")
+    sunset = Image.merge(
+        "RGB",
+        (
+            sunset.getchannel(0),
+            sunset.getchannel(0).point(lambda v: v // 2),
+            Image.new("L", (512, 384), 60),
+        ),
+    )
+    ImageDraw.Draw(sunset).ellipse([330, 220, 400, 290], fill="#ffd166")
+    return [
+        ("split", png(split)),
+        ("thirds", png(thirds)),
+        ("night", png(night)),
+        ("sunset", png(sunset)),
+    ]
+
+
+def art_check(facts: ImageFacts, topics: tuple[str, ...]) -> Callable[[str], Score]:
+    """A note for every topic; no note said twice; every kept note supported (checked again)."""
+
+    def check(text: str) -> Score:
+        notes = [line for line in text.splitlines() if line.startswith("- **")]
+        bodies = [n.split("**: ", 1)[-1] for n in notes]
+        unsupported = sum(not supported(b, facts) for b in bodies)
+        repeated = len(bodies) - len(set(bodies))
+        misses = []
+        if len(notes) < len(topics):
+            misses.append(f"{len(notes)} of {len(topics)} notes")
+        if unsupported:
+            misses.append(f"{unsupported} notes unsupported")
+        if repeated:
+            misses.append(f"{repeated} notes repeated")
+        counts = {
+            "art_notes": len(notes),
+            "art_topics": len(topics),
+            "art_unsupported": unsupported,
+        }
+        return Score(not misses, misses, counts)
+
+    return check
+
+
 def words_at_least(n: int) -> Callable[[str], Score]:
     return lambda text: Score(len(text.split()) >= n, [] if len(text.split()) >= n else ["short"])
 
@@ -197,6 +271,13 @@ def battery(per_command: int) -> list[Case]:
         passage = PASSAGES[i % len(PASSAGES)]
         task = critique_task(s, passage, "overall", "balanced")
         cases.append(Case("critique", task, critique_check(passage)))
+    shown = pictures()
+    for i in range(per_command):
+        name, data = shown[i % len(shown)]
+        found = analyse(data)
+        focus = ("overall", "colour", "composition", "light and value")[i % 4]
+        task = art_task(s, found.facts, {"name": name}, focus, "balanced", picture=found.picture)
+        cases.append(Case("art", task, art_check(found.facts, TOPIC_OF[focus])))
     for i in range(per_command):
         names = CHARACTERS[i % len(CHARACTERS)]
         task = scene_task(s, SETTINGS[i % len(SETTINGS)], names, None)
@@ -260,6 +341,12 @@ def report(outcomes: list[Outcome], show: int, misses: bool) -> None:
         print(f"critique quotations verbatim: {verbatim}/{quotations} ({share:.0%})")
     if "canned" in totals:
         print(f"critique canned or repeated remarks: {totals['canned']}")
+    if totals.get("art_topics"):
+        kept, asked = totals["art_notes"], totals["art_topics"]
+        print(
+            f"art notes that held up against the measurements: {kept}/{asked} ({kept / asked:.0%})"
+        )
+        print(f"art notes kept but unsupported when checked again: {totals['art_unsupported']}")
     if "rambling" in totals:
         print(f"brainstorm ideas rambling past two sentences: {totals['rambling']}")
     for command, group in itertools.groupby(outcomes, key=lambda o: o.case.command):

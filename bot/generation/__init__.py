@@ -6,7 +6,9 @@
 - `engine`: `TransformersEngine`, a local model one request at a time, and its shared pieces.
 - `batched`: `BatchedEngine`, requests waiting together decoded together (the default).
 - `continuous`: `ContinuousEngine`, transformers' continuous batching (for GPUs).
-- `remote`: `OpenAIEngine`, an OpenAI-compatible server (no torch).
+- `remote`: `OpenAIEngine`, an OpenAI-compatible server (no torch); images as content parts.
+- `vision`: `VisionEngine`, a local vision-language model (the vision lane's engine).
 - `loader`: `load_model`: the embedded SmolLM2, a Hub id, a local directory or a .gguf file.
-- `factory`: `build_engine`, the configured model in the configured engine.
+- `factory`: `build_engine`, the configured model in the configured engine, and
+  `build_vision_engine` for `VISION_MODEL`.
 """

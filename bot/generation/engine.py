@@ -9,7 +9,7 @@ template or plain text), `generation_kwargs` (sampling parameters for transforme
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -178,6 +178,23 @@ def torch_failure(exc: BaseException) -> type[EngineFailure]:
     return OutOfMemory
 
 
+def each_alone(
+    jobs: Sequence[EngineJob], run: Callable[[EngineJob], EngineOutput]
+) -> list[EngineOutput | BaseException]:
+    """`generate` for an engine that runs one job at a time: a job stopped before its turn is
+    "aborted" without running, and one job's exception is its result alone."""
+    results: list[EngineOutput | BaseException] = []
+    for job in jobs:
+        if job.should_stop():
+            results.append(EngineOutput("", "aborted", 0, 0))
+            continue
+        try:
+            results.append(run(job))
+        except Exception as exc:  # one bad request must not fail the others
+            results.append(exc)
+    return results
+
+
 def generation_kwargs(request: GenerationRequest, tokenizer: Any) -> dict[str, Any]:
     """transformers `generate` arguments for a request's sampling parameters."""
     p = request.params
@@ -221,16 +238,7 @@ class TransformersEngine(Engine):
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
-        results: list[EngineOutput | BaseException] = []
-        for job in jobs:
-            if job.should_stop():
-                results.append(EngineOutput("", "aborted", 0, 0))
-                continue
-            try:
-                results.append(self._run([job])[0])
-            except Exception as exc:  # one bad request must not fail the others
-                results.append(exc)
-        return results
+        return each_alone(jobs, lambda job: self._run([job])[0])
 
     def encode(self, request: GenerationRequest) -> torch.Tensor:
         """Token ids of the rendered prompt, trimmed from the left to leave room to answer."""

@@ -15,6 +15,33 @@ from bot.generation.remote import OpenAIEngine
 log = logging.getLogger(__name__)
 
 
+def _remote(settings: Settings, model: str, what: str) -> OpenAIEngine:
+    """`model` on the OpenAI-compatible server at `OPENAI_BASE_URL`."""
+    assert settings.openai_base_url
+    log.info("%s: openai at %s (model %s)", what, settings.openai_base_url, model)
+    return OpenAIEngine(
+        settings.openai_base_url,
+        model,
+        api_key=settings.openai_api_key,
+        max_batch=max(settings.max_batch, 32),
+        max_retries=settings.openai_max_retries,
+        read_timeout=settings.generation_timeout,
+    )
+
+
+def build_vision_engine(settings: Settings) -> Engine:
+    """The vision-language engine for `VISION_MODEL` (blocking; seconds to minutes): local
+    (transformers' image-text-to-text model) or the OpenAI-compatible server's."""
+    assert settings.vision_model
+    if settings.vision_engine == "openai":
+        return _remote(settings, settings.vision_model, "Vision")
+    from bot.generation.vision import load_vision_model
+
+    engine = load_vision_model(settings.vision_model, device=settings.device, dtype=settings.dtype)
+    log.info("Vision: %s", engine.model_name)
+    return engine
+
+
 def build_engine(settings: Settings) -> Engine:
     """Load the configured model and wrap it in the configured engine (blocking; seconds).
 
@@ -23,16 +50,8 @@ def build_engine(settings: Settings) -> Engine:
     batching is for GPUs; no GPU run has decided between the two there yet.
     """
     if settings.engine == "openai":
-        assert settings.openai_base_url and settings.openai_model
-        log.info("Engine: openai at %s (model %s)", settings.openai_base_url, settings.openai_model)
-        return OpenAIEngine(
-            settings.openai_base_url,
-            settings.openai_model,
-            api_key=settings.openai_api_key,
-            max_batch=max(settings.max_batch, 32),
-            max_retries=settings.openai_max_retries,
-            read_timeout=settings.generation_timeout,
-        )
+        assert settings.openai_model
+        return _remote(settings, settings.openai_model, "Engine")
     loaded = load_model(
         settings.model,
         device=settings.device,

@@ -7,12 +7,14 @@ streaming `POST {base}/chat/completions`; the jobs of one call run concurrently.
 Promises: text streams per job as server-sent events arrive; a cancelled or timed-out job's
 connection is closed at once (the server stops generating); connection errors, 429 and 5xx
 are retried with backoff until the first token has arrived, never after (that would repeat
-text); other errors fail that job only.
+text); other errors fail that job only. A prompt's images go with its last user message, as
+OpenAI content parts (`image_url` with a data URL); a text-only prompt sends plain strings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ from typing import Any, Literal
 import aiohttp
 
 from bot.generation.base import Engine, EngineJob
-from bot.generation.types import EngineOutput
+from bot.generation.types import EngineOutput, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class OpenAIEngine(Engine):
         p = request.params
         body: dict[str, Any] = {
             "model": self.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in request.prompt.messages],
+            "messages": chat_messages(request.prompt),
             "max_tokens": p.max_new_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -159,6 +161,41 @@ class OpenAIEngine(Engine):
 
 class _Retryable(Exception):
     pass
+
+
+def chat_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """OpenAI chat messages for a prompt. Each content is a plain string, except that a prompt
+    with images sends its last user message as content parts: its text, then one `image_url`
+    part per image, as a base64 data URL (raises ValueError if there is no user message)."""
+    messages: list[dict[str, Any]] = [
+        {"role": m.role, "content": m.content} for m in prompt.messages
+    ]
+    if prompt.images:
+        users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        if not users:
+            raise ValueError("the prompt has images but no user message to show them in")
+        last = messages[users[-1]]
+        last["content"] = [{"type": "text", "text": last["content"]}] + [
+            {"type": "image_url", "image_url": {"url": data_url(image)}} for image in prompt.images
+        ]
+    return messages
+
+
+def image_mime(image: bytes) -> str:
+    """The MIME type of encoded image bytes, from their magic bytes (a file's name or a client's
+    word may lie): JPEG, GIF or WebP when they say so, else PNG."""
+    if image.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if image.startswith(b"GIF8"):
+        return "image/gif"
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
+def data_url(image: bytes) -> str:
+    """A base64 `data:` URL for encoded image bytes."""
+    return f"data:{image_mime(image)};base64,{base64.b64encode(image).decode('ascii')}"
 
 
 async def _watch(job: EngineJob, response: aiohttp.ClientResponse) -> None:

@@ -28,6 +28,10 @@ class Prompt:
     # Text the answer starts with ("1." for a list): local engines write it after the prompt
     # and continue from it, which holds a small model to a format better than any instruction.
     prefix: str = ""
+    # Encoded images (PNG or JPEG bytes) the last user message shows, for a vision model. Never
+    # stored: `to_dict` leaves them out (a stored task keeps the image's hash, not its bytes),
+    # so a prompt read back has none. Text-only engines never receive one.
+    images: tuple[bytes, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # Edits one Discord message: `content`, `embed`, `view`, `attachments` as in `Message.edit`.
 Editor = Callable[..., Awaitable[Any]]
+# Commands whose answers come with a picture the message keeps across versions.
+PICTURED = {"art"}
 # Interaction tokens can edit the answer for 15 minutes (Discord's limit).
 TOKEN_LIFETIME = timedelta(minutes=15)
 
@@ -107,7 +110,14 @@ async def deliver(
         return None
     await pacer.wait()
     answered = await show_written(
-        services, written, where, editor, command=task.command, new=output_id is None, fail=fail
+        services,
+        written,
+        where,
+        editor,
+        command=task.command,
+        new=output_id is None,
+        fail=fail,
+        picture=task.picture,
     )
     if answered is not None and landed is not None:
         await landed(answered)
@@ -125,24 +135,31 @@ async def show_written(
     command: str,
     new: bool,
     fail: Callable[[str], Awaitable[object]],
+    picture: bytes | None = None,
 ) -> Answered | None:
     """Show a saved answer in its message with its controls: a `new` output (then the message
     is recorded, with the reactions the channel asked for), or the newest alternative of its
     output. None if Discord would not show it: the answer stays saved, and `fail` says so
-    where it can."""
+    where it can. `picture` (PNG) is attached; without one, a picture the message already shows
+    (an art critique's, under a newer version) stays."""
     position = total = 1
     if not new:
         position = total = len(await services.store.alternatives(written.output_id))
     view = output_controls(
         written.generation_id, position, total, command=command, text=written.text
     )
+    files = attachments_for(written.text, written.generation_id)
+    if picture is not None:
+        name = f"llmos-art-{written.generation_id}.png"
+        files.append(discord.File(io.BytesIO(picture), filename=name))
+    edits: dict[str, Any] = {"attachments": files} if files or command not in PICTURED else {}
     try:
         message = await editor(
             content=None,
             embed=written_embed(written, position, total),
             view=view,
-            attachments=attachments_for(written.text, written.generation_id),
             allowed_mentions=NO_MENTIONS,
+            **edits,
         )
     except discord.HTTPException as exc:
         # discord.py has already retried 5xx answers and waited out 429s. The answer is saved;
@@ -247,24 +264,33 @@ async def answer_with_generation(
 ) -> Answered | None:
     """Run `task` for the user of `interaction` and answer it; returns what was shown.
 
-    Refusals (queue full, too many pending) are ephemeral and queue nothing. Failures end with
+    Refusals (queue full, too many pending) are ephemeral and queue nothing (once the
+    interaction is deferred, they take the place of its answer). Failures end with
     a short message in place of the output; only finished work is saved. Once deferred, the
     request is journalled: a restart finishes it in the same message.
     """
     request = GenerationRequest(user_id=interaction.user.id, prompt=task.prompt, params=task.params)
     try:
         await services.limits.admit(interaction.user.id, interaction.guild_id)
-        handle = services.queue.submit(request)
+        handle = services.queue_for(task).submit(request)
     except QueueRefused as refused:
-        await refuse(interaction, refused.user_message)
+        if interaction.response.is_done():
+            await interaction.edit_original_response(
+                content=refused.user_message, allowed_mentions=NO_MENTIONS
+            )
+        else:
+            await refuse(interaction, refused.user_message)
         return None
     try:
-        response = await interaction.response.defer(thinking=True)
+        if interaction.response.is_done():  # deferred already (an image was read first)
+            message_id: int | None = (await interaction.original_response()).id
+        else:
+            response = await interaction.response.defer(thinking=True)
+            message_id = response.message_id if response is not None else None
     except discord.HTTPException:
         handle.cancel()  # nobody will see the answer
         raise
     where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
-    message_id = response.message_id if response is not None else None
     request_id = None
     if message_id is not None:
         request_id = await journal(
@@ -304,7 +330,7 @@ async def answer_in_channel(
     request = GenerationRequest(user_id=where.user_id, prompt=task.prompt, params=task.params)
     try:
         await services.limits.admit(where.user_id, where.guild_id)
-        handle = services.queue.submit(request)
+        handle = services.queue_for(task).submit(request)
     except QueueRefused as refused:
         await channel.send(refused.user_message, reference=reference, allowed_mentions=NO_MENTIONS)  # type: ignore[arg-type]
         return None

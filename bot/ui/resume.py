@@ -182,7 +182,7 @@ class Resumer:
 
     def _requeue(self, row: RequestRecord, task: Task) -> GenerationHandle:
         # accepted before the restart: not refused, not counted again toward a limit
-        return self.services.queue.submit(
+        return self.services.queue_for(task).submit(
             GenerationRequest(row.user_id, task.prompt, task.params), count_for_user=False
         )
 
@@ -334,7 +334,7 @@ class Resumer:
         where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
         try:
             await self.services.limits.admit(where.user_id, where.guild_id)
-            handle = self.services.queue.submit(
+            handle = self.services.queue_for(task).submit(
                 GenerationRequest(where.user_id, task.prompt, task.params)
             )
         except QueueRefused as refused:

@@ -5,20 +5,72 @@ linked to the version it refines.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from bot.generation.queue import GenerationHandle
-from bot.generation.types import GenerationRequest
+from bot.generation.types import GenerationRequest, SamplingParams
+from bot.images.analyse import analyse
+from bot.images.fetch import ImageGone, download
+from bot.images.load import ImageRefused
 from bot.services import Services
 from bot.store import GenerationRecord, Store
 from bot.writing.run import Task, Where
-from bot.writing.tasks import refine_task, stored_task
+from bot.writing.tasks import art_task, refine_task, stored_task
 
 
 class CannotRefine(Exception):
-    """This output cannot be redone (stored by an old version, or damaged)."""
+    """This output cannot be redone (stored by an old version, or damaged, or its image gone)."""
 
     user_message = "I can't redo that one, sorry: it was made by an older version of me."
+
+    def __init__(self, generation_id: int, user_message: str | None = None) -> None:
+        super().__init__(generation_id)
+        if user_message is not None:
+            self.user_message = user_message
+
+
+# A button must be answered within 3 s: looking at a picture again gets this long to download.
+LOOK_AGAIN_S = 2.0
+
+
+async def look_again(services: Services, shown: GenerationRecord) -> Task | None:
+    """For 🔁 on an art critique that a vision model wrote: the same critique task, shown the
+    picture again (downloaded from Discord's link, checked to be the same image by its hash).
+    None for any other output. Raises `CannotRefine` saying why when the image is gone."""
+    stored = shown.prompt if isinstance(shown.prompt, dict) else {}
+    inputs = stored.get("inputs")
+    if shown.command != "art" or not isinstance(inputs, dict) or not inputs.get("vision"):
+        return None
+    if services.vision is None:
+        return None  # the vision model was taken away: the measurements alone will do
+    found_image = inputs.get("image")
+    image: dict[str, Any] = found_image if isinstance(found_image, dict) else {}
+    try:
+        if not image.get("url"):
+            raise ImageGone("That image is gone, so I can't look at it again.")
+        data = await asyncio.wait_for(download(str(image["url"])), LOOK_AGAIN_S)
+        found = await asyncio.to_thread(analyse, data)
+    except TimeoutError:
+        raise CannotRefine(
+            shown.id, "The image took too long to fetch again; try once more."
+        ) from None
+    except ImageRefused as refused:
+        raise CannotRefine(shown.id, f"{refused} I can't look at it again.") from None
+    if found.sha256 != image.get("sha256"):
+        raise CannotRefine(shown.id, "That image has changed since, so I can't look at it again.")
+    stored_channel = inputs.get("channel")
+    channel = SamplingParams.from_dict(stored_channel) if isinstance(stored_channel, dict) else None
+    return art_task(
+        services.settings,
+        found.facts,
+        image,
+        str(inputs.get("focus") or "overall"),
+        str(inputs.get("tone") or "balanced"),
+        channel,
+        seen=found.working,
+    )
 
 
 def title_of(record: GenerationRecord) -> str:
@@ -72,7 +124,7 @@ async def start(
     Raises `QueueRefused` (a limit, or the queue) or `CannotRefine`, and then nothing is queued.
     """
     if kind == "regenerate":
-        task = stored_task(shown, services.settings)
+        task = await look_again(services, shown) or stored_task(shown, services.settings)
     else:
         task = refine_task(
             services.settings, shown.command, shown.output, kind, instruction, title_of(shown)
@@ -80,7 +132,8 @@ async def start(
     if task is None or shown.output_id is None:
         raise CannotRefine(shown.id)
     await services.limits.admit(where.user_id, where.guild_id)
-    handle = services.queue.submit(GenerationRequest(where.user_id, task.prompt, task.params))
+    request = GenerationRequest(where.user_id, task.prompt, task.params)
+    handle = services.queue_for(task).submit(request)
     try:
         alternatives = await services.store.alternatives(shown.output_id)
     except BaseException:

@@ -75,6 +75,11 @@ class Task:
     # `drafts.draw` (its first draw must ask for `prompt` and `params`) and returns the raw
     # text, which `finish` then cleans. `accept`, `retry` and `extra` are not used.
     compose: Callable[[Drafts], Awaitable[str]] | None = None
+    # Asks the vision lane (`Services.queue_for`): its prompts carry an image.
+    vision: bool = False
+    # A picture shown with the answer (an art critique's measurements), PNG; not stored: a
+    # task rebuilt from its inputs has none, and the message keeps the one it shows.
+    picture: bytes | None = None
 
     def best(self, text: str, next_raw: str) -> str:
         if self.combine is not None:
@@ -354,7 +359,7 @@ async def write(
     )
     try:
         text, result, retried = await complete(
-            services.queue, task, handle, where.user_id, edit, pacer
+            services.queue_for(task), task, handle, where.user_id, edit, pacer
         )
     except ShuttingDown:
         log.info("%s for %s paused by a shutdown", task.command, where.user_id)

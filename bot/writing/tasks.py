@@ -6,6 +6,7 @@ the same task from them, with the same prompt, parameters and post-processing.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -13,7 +14,8 @@ from typing import Any
 
 from bot.config import Settings
 from bot.generation.types import Prompt, SamplingParams
-from bot.prompts import FORMS, clean_output, prosody
+from bot.images.measure import ImageFacts
+from bot.prompts import FORMS, art, clean_output, prosody
 from bot.prompts.brainstorm import expand_prompt, item_prompt, number, parse_ideas
 from bot.prompts.chat import chat_prompt
 from bot.prompts.critique import (
@@ -233,6 +235,128 @@ def critique_task(
     )
 
 
+def art_task(
+    settings: Settings,
+    facts: ImageFacts,
+    image: dict[str, Any],
+    focus: str,
+    tone: str,
+    channel: SamplingParams | None = None,
+    *,
+    picture: bytes | None = None,
+    seen: bytes | None = None,
+) -> Task:
+    """A critique of a posted image: the program's measurements, then advice the model writes.
+
+    Without a vision model, one note per measured topic of the focus, each drawn three times
+    side by side from that topic's measurements; the first that holds up against them
+    (`art.supported`) is kept, and a topic none of whose notes hold up is left out and said to
+    be. With `seen` (the image's bytes, for the vision lane) a vision model writes Strengths
+    and Suggestions seeing the picture; points that contradict the measurements are dropped.
+    `image`: what is stored of the image (hash, size, source message), never its bytes.
+    """
+    lines = art.measured_lines(facts)
+    topics = art.TOPICS[focus]
+    measured = "**Measured** (from the pixels)\n" + "\n".join(
+        f"• {t.title()}: {lines[t]}" for t in topics
+    )
+    note_params = with_channel(
+        SamplingParams(max_new_tokens=48, temperature=0.8, top_p=0.92, stop=("\n",)),
+        channel,
+        candidates=True,
+    )
+    inputs = {
+        "image": image,
+        "facts": facts.to_dict(),
+        "focus": focus,
+        "tone": tone,
+        **_channel_inputs(channel),
+    }
+    unmeasured = (
+        f"{focus.capitalize()} can't be measured from pixels; these notes stand on the nearest "
+        "measurements."
+        if focus in art.UNMEASURED and seen is None
+        else None
+    )
+
+    async def notes(drafts: Drafts) -> str:
+        draws = await asyncio.gather(
+            *(
+                drafts.draw(art.note_prompt(facts, topic, focus, tone), note_params, 3)
+                for topic in topics
+            ),
+            return_exceptions=True,
+        )
+        kept = []
+        for topic, results in zip(topics, draws, strict=True):
+            if isinstance(results, BaseException):
+                if not isinstance(results, Exception):
+                    raise results
+                continue
+            for result in results:
+                note = art.one_note(result.text)
+                if note and art.supported(note, facts):
+                    kept.append(f"- **{topic.title()}**: {note}")
+                    break
+        shown = measured + ("\n\n**Notes**\n" + "\n".join(kept) if kept else "")
+        return shown
+
+    async def critique(drafts: Drafts) -> str:
+        results = await drafts.draw(prompt, vision_params, 2)
+        best: list[str] = []
+        for result in results:
+            sections = critique_sections(clean_output(result.text))
+            parts = []
+            for name in ("Strengths", "Suggestions"):
+                points = bullets(sections.get(name, ""))
+                kept = [p for p in points if art.supported(p, facts, sees_picture=True)]
+                if kept:
+                    parts.append(f"**{name}**\n" + "\n".join(kept))
+            if sum(len(p) for p in parts) > sum(len(p) for p in best):
+                best = parts
+        return "\n\n".join([measured, *best])
+
+    def shortfall(text: str) -> str | None:
+        said = [unmeasured] if unmeasured else []
+        if seen is None:
+            written = text.count("\n- **")
+            if written < len(topics):
+                said.append(
+                    f"{written} of {len(topics)} notes held up against the measurements; "
+                    "🔁 asks again."
+                )
+            said.append("An admin can set VISION_MODEL for notes on what the picture shows.")
+        elif "**Suggestions**" not in text and "**Strengths**" not in text:
+            said.append(
+                "The vision model's points didn't hold up against the measurements; 🔁 asks again."
+            )
+        return " ".join(said) or None
+
+    vision_params = with_channel(
+        SamplingParams(max_new_tokens=160, temperature=0.7, top_p=0.9, repetition_penalty=1.15),
+        channel,
+        candidates=True,
+    )
+    if seen is not None:
+        prompt, params = art.vision_prompt(facts, focus, tone, seen), vision_params
+        compose = critique
+    else:
+        prompt, params = art.note_prompt(facts, topics[0], focus, tone), note_params
+        compose = notes
+    return Task(
+        command="art",
+        title=f"Art critique · {focus} · {tone}",
+        prompt=prompt,
+        params=params,
+        inputs=inputs | {"vision": seen is not None},
+        finish=str.strip,
+        shortfall=shortfall,
+        compose=compose,
+        vision=seen is not None,
+        picture=picture,
+    )
+
+
 def scene_task(
     settings: Settings,
     setting: str,
@@ -300,6 +424,14 @@ BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
     ),
     "critique": lambda settings, inputs: critique_task(
         settings, inputs["text"], inputs["focus"], inputs["tone"], _channel(inputs)
+    ),
+    "art": lambda settings, inputs: art_task(
+        settings,
+        ImageFacts.from_dict(inputs["facts"]),
+        dict(inputs["image"]),
+        inputs["focus"],
+        inputs["tone"],
+        _channel(inputs),
     ),
     "scene": lambda settings, inputs: scene_task(
         settings,

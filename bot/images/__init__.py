@@ -1,0 +1,1 @@
+"""Images people post: read safely (`load`), measured (`measure`), and drawn (`picture`)."""
