@@ -14,7 +14,7 @@ from bot.prompts.critique import FOCUS, TONES
 from bot.services import Services
 from bot.ui.deliver import answer_with_generation
 from bot.ui.images import art_critique, image_attachments, too_big
-from bot.ui.replies import NO_MENTIONS, refuse, tell
+from bot.ui.replies import refuse, refuse_deferred, tell
 from bot.writing.tasks import critique_task, scene_task
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ class Critique(commands.Cog):
         try:
             task = await art_critique(self.services, attachment, source, focus, tone, channel)
         except ImageRefused as refused:
-            await interaction.edit_original_response(
-                content=str(refused), allowed_mentions=NO_MENTIONS
-            )
+            await refuse_deferred(interaction, str(refused))
             return
         await answer_with_generation(interaction, self.services, task)
 

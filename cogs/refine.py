@@ -21,8 +21,8 @@ from bot.store import GenerationRecord
 from bot.store.feedback import DOWN, UP
 from bot.ui.controls import REACTIONS, Form, controls_for, handle_output_controls
 from bot.ui.deliver import Editor, deliver_refinement
-from bot.ui.render import attachments_for, stored_embed
-from bot.ui.replies import NO_MENTIONS, refuse
+from bot.ui.render import PICTURED, attachment_edits, stored_embed
+from bot.ui.replies import NO_MENTIONS, refuse, tell
 from bot.writing import refine
 from bot.writing.refine import CannotRefine
 from bot.writing.run import Where
@@ -129,14 +129,19 @@ class Refine(commands.Cog):
             await refuse(interaction, "Please say how it should change.")
             return
         where = Where(interaction.user.id, interaction.channel_id or 0, interaction.guild_id)
+        if record.command in PICTURED:
+            # a vision model's critique looks at the picture again: fetched before the queue,
+            # which may take longer than the 3 s Discord allows an answer
+            await interaction.response.defer()
         try:
             refinement = await refine.start(self.services, record, kind, where, instruction)
         except (QueueRefused, CannotRefine) as refused:
-            await refuse(interaction, refused.user_message)
+            await tell(interaction, refused.user_message)  # private, deferred or not
             return
         # acknowledged once the request is queued, so that a refusal could stay private
         try:
-            await interaction.response.defer()
+            if not interaction.response.is_done():
+                await interaction.response.defer()
         except BaseException:
             refinement.handle.cancel()  # nobody will see the answer
             raise
@@ -157,8 +162,8 @@ class Refine(commands.Cog):
             content=None,
             embed=stored_embed(target, index + 1, len(alternatives)),
             view=controls_for(target, index + 1, len(alternatives)),
-            attachments=attachments_for(target.output, target.id),
             allowed_mentions=NO_MENTIONS,
+            **attachment_edits(target.output, target.id, target.command),
         )
 
     async def keep(self, record: GenerationRecord, user_id: int) -> None:

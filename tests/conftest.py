@@ -25,7 +25,7 @@ from bot.generation.queue import GenerationQueue
 from bot.services import Services
 from bot.store import Store
 from emulator import Channel, Emulator, Guild, Message, User
-from emulator.state import PERM_MANAGE_CHANNELS
+from emulator.state import PERM_MANAGE_CHANNELS, Interaction
 
 REPO = Path(__file__).resolve().parents[1]
 # Shared across runs (git-ignored): the embedded model is converted once per machine.
@@ -169,6 +169,17 @@ async def world(
         engine, tmp_path_factory.mktemp("db"), max_pending_per_user=2, timeout=300
     ) as world:
         yield world
+
+
+async def told_privately(emu: Emulator, interaction: Interaction, timeout: float = 60) -> str:
+    """What the bot said privately in a follow-up to `interaction` (a refusal after its public
+    "thinking…" placeholder was taken away); asserts the placeholder is gone."""
+    await emu.wait_for(lambda: interaction.followup_ids, timeout=timeout)
+    said = emu.messages[interaction.followup_ids[0]]
+    assert said.flags & 64, "expected a private answer"
+    original = emu.original(interaction)
+    assert original is None or original.deleted
+    return said.content
 
 
 def settled(message: Message) -> bool:

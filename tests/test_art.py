@@ -25,7 +25,7 @@ from bot.images.measure import ImageFacts, colour_name, measure
 from bot.prompts import art
 from bot.writing.tasks import build_task
 from emulator import Message
-from tests.conftest import World, open_world, settled
+from tests.conftest import World, open_world, told_privately
 from tests.test_controls import eventually, next_version, press, shown_id
 from tests.test_routing import channel_in_mode
 from tests.vision_fixtures import build_tiny_vlm
@@ -200,6 +200,14 @@ def test_only_what_was_measured_may_be_said() -> None:
     assert art.one_note("- Try a warmer light on the left side. And more.") == (
         "Try a warmer light on the left side."
     )
+    assert art.one_note("Try adding some reflections onto your piece...") == ""
+    assert art.on_topic("Try warmer hues in the sky.", "colour")
+    assert art.on_topic("Try a touch of orange.", "colour")
+    assert not art.on_topic("Try something that will make your audience want more!", "value")
+    assert not art.supported("The dark shape sits on the left of the frame.", thirds)
+    assert art.supported("The dark shape sits in the lower right, which works.", thirds)
+    assert not art.supported("The contrast is high, so soften the darks.", thirds)
+    assert not art.supported("Strong tonal contrast carries it.", thirds)
     assert art.one_note("Why?") == "" and art.one_note("Try a warmer light on the left") == ""
 
 
@@ -322,16 +330,14 @@ async def test_a_hostile_file_gets_a_clear_answer_and_nothing_is_stored(world: W
         "critique",
         files={"image": ("sketch.png", b"this is a text file, not a picture\n")},
     )
-    message = await emu.wait_final(fake, settled, timeout=60)
-    assert message.content.startswith("I can't read that file as an image")
+    assert (await told_privately(emu, fake)).startswith("I can't read that file as an image")
     bomb = await emu.slash(
         world.bob,
         world.channel,
         "critique",
         files={"image": ("big.png", encode(Image.new("1", (20_000, 20_000))))},
     )
-    message = await emu.wait_final(bomb, settled, timeout=60)
-    assert "megapixels" in message.content
+    assert "megapixels" in await told_privately(emu, bomb)
     nothing = await emu.say(world.bob, world.channel, "", files={"notes.txt": b"hello"})
     refused = await emu.context_menu(world.alice, nothing, "Critique this")
     answer = await emu.wait_for(lambda: emu.original(refused))
@@ -384,12 +390,22 @@ async def test_with_a_vision_model_it_sees_the_picture_beside_the_measurements(
         assert message.embeds[0]["description"].startswith("**Measured**")
         assert len([a for a in message.attachments if a["filename"].endswith(".png")]) == 1
 
+        # browsing back keeps the picture; a rewrite (➕) is refused: it could change a figure
+        await press(world, world.alice, message, "prev")
+        await emu.wait_for(lambda: shown_id(message) == first.id, timeout=10)
+        assert len([a for a in message.attachments if a["filename"].endswith(".png")]) == 1
+        longer = await press(world, world.alice, message, "longer")
+        await emu.wait_for(lambda: longer.followup_ids, timeout=10)
+        said = emu.messages[longer.followup_ids[0]]
+        assert said.flags & 64
+        assert said.content.startswith("An art critique's measurements stay as measured")
+        assert shown_id(message) == first.id
+
         # the image gone from Discord (its link expired): 🔁 says so, and nothing changes
         emu.files.clear()
         again = await press(world, world.bob, message, "regen")
-        await emu.wait_for(lambda: emu.original(again))
-        reply = emu.original(again)
-        assert reply is not None and again.ephemeral
-        assert reply.content.startswith("That image is gone")
-        assert shown_id(message) == second.id and shown == [1, 1, 1, 1]
+        await emu.wait_for(lambda: again.followup_ids, timeout=30)
+        said = emu.messages[again.followup_ids[0]]
+        assert said.flags & 64 and said.content.startswith("That image is gone")
+        assert shown_id(message) == first.id and shown == [1, 1, 1, 1]
         assert emu.errors == []

@@ -17,7 +17,7 @@ from bot.prompts.critique import (
 from bot.writing.run import NOTHING_USABLE
 from bot.writing.tasks import critique_task
 from emulator import Message
-from tests.conftest import World, assert_grounded_critique, settled
+from tests.conftest import World, assert_grounded_critique, settled, told_privately
 
 POEM = (
     "The lamps along the harbour fade to grey,\n"
@@ -123,8 +123,7 @@ async def test_critique_this_on_a_broken_image_says_so(world: World) -> None:
     emu = world.emu
     picture = await emu.say(world.bob, world.channel, "", files={"sketch.png": b"\x89PNG fake"})
     refused = await emu.context_menu(world.alice, picture, "Critique this")
-    answer = await emu.wait_final(refused, settled, timeout=60)
-    assert answer.content.startswith("I can't read that file as an image")
+    assert (await told_privately(emu, refused)).startswith("I can't read that file as an image")
     assert emu.errors == []
 
 

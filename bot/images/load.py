@@ -25,6 +25,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 MAX_BYTES = 20 * 2**20  # what is downloaded at most
 MAX_PIXELS = 50_000_000  # decoded width x height (a 12 MP photo is 12_000_000)
 MAX_ASPECT = 12.0  # longer side / shorter side
+MIN_SIDE = 8  # pixels; below this there is no composition to speak of
 WORKING_SIDE = 512  # measurements are made on a copy this big at most
 
 
@@ -67,7 +68,9 @@ def load_image(data: bytes) -> LoadedImage:
                     f"That image is {width}x{height} pixels; I read images up to "
                     f"{MAX_PIXELS // 1_000_000} megapixels."
                 )
-            if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT:
+            if min(width, height) < MIN_SIDE:
+                raise ImageRefused(f"That image is {width}x{height}: too small for me to judge.")
+            if max(width, height) / min(width, height) > MAX_ASPECT:
                 raise ImageRefused(
                     f"That image is {width}x{height}: too long and thin for me to judge its "
                     "composition."
@@ -121,13 +124,18 @@ def load_image(data: bytes) -> LoadedImage:
 
 
 def _as_rgba(image: Image.Image) -> Image.Image:
-    """Any mode as RGBA: deep greyscale (16-bit, 32-bit, float) scaled by its own range rather
-    than clipped, CMYK and palettes converted by Pillow, transparency kept."""
+    """Any mode as RGBA: deep greyscale (16-bit, 32-bit, float) on its own absolute scale (a
+    dark 16-bit image stays dark), CMYK and palettes converted by Pillow, transparency kept."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
-        image = Image.fromarray(scaled.astype(np.uint8), "L")
+        # shrunk first: a 50-megapixel deep image would be 400 MB as float64
+        image.thumbnail((WORKING_SIDE * 2, WORKING_SIDE * 2), Image.Resampling.NEAREST)
+        values = np.asarray(image, dtype=np.float32)
+        if image.mode == "F":
+            full = 1.0 if float(values.max(initial=0.0)) <= 1.0 else 255.0
+        else:  # 16-bit, or 32-bit integers holding 16-bit values (Pillow's "I" for 16-bit PNG)
+            full = 65535.0 if float(values.max(initial=0.0)) > 255 else 255.0
+        scaled = np.clip(values / full * 255.0, 0, 255)
+        image = Image.fromarray(scaled.round().astype(np.uint8), "L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode == "CMYK":

@@ -35,6 +35,7 @@ _HUES = (
     (335, "pink"),
     (360, "red"),
 )
+NEUTRAL = {"black", "white", "grey"}
 THIRDS = {
     "upper-left": (1 / 3, 1 / 3),
     "upper-right": (2 / 3, 1 / 3),
@@ -172,7 +173,11 @@ def _palette(rgb: np.ndarray, opaque: np.ndarray) -> tuple[Swatch, ...]:
 
 
 def _harmony(palette: tuple[Swatch, ...]) -> str:
-    hues = [s.hue for s in palette if s.saturation >= 0.25 and s.share >= 0.05]
+    hues = [
+        s.hue
+        for s in palette
+        if s.family not in NEUTRAL and s.saturation >= 0.25 and s.share >= 0.05
+    ]
     if not hues:
         return "neutral"
 
@@ -214,8 +219,8 @@ def measure(image: LoadedImage) -> ImageFacts:
     low, high = (float(v) for v in np.percentile(seen, [5, 95]))
     contrast = float(seen.std())
     mean = float(seen.mean())
-    maxc, minc = rgb.max(axis=-1), rgb.min(axis=-1)
-    sat = np.where(maxc > 0, (maxc - minc) / np.maximum(maxc, 1e-6), 0.0)
+    # chroma (max - min), not HSV's ratio: a near-black reddish pixel is not "vivid"
+    sat = rgb.max(axis=-1) - rgb.min(axis=-1)
     saturation = float(sat[opaque].mean())
 
     # Edges: the gradient of luminance, on an edge where it is strong for this picture's scale.
@@ -268,9 +273,9 @@ def measure(image: LoadedImage) -> ImageFacts:
         lights=round(float((seen > 0.75).mean()), 3),
         saturation=round(saturation, 3),
         saturation_label="muted"
-        if saturation < 0.2
+        if saturation < 0.15
         else "vivid"
-        if saturation > 0.5
+        if saturation > 0.45
         else "moderate",
         harmony=_harmony(palette),
         weight_x=round(wx, 3),

@@ -173,11 +173,17 @@ _CLAIMS: tuple[tuple[re.Pattern[str], str, set[str]], ...] = tuple(
     (re.compile(pattern, re.I), field, labels)
     for pattern, field, labels in (
         (
-            r"\b(high|strong|stark|dramatic|sharp)\s+contrast",
+            r"\b(high|strong|stark|dramatic|sharp)\s+(\w+\s+)?contrast"
+            r"|\bcontrast\s+(is|looks|feels)\s+(very\s+|too\s+)?(high|strong|stark)",
             "contrast_label",
             {"high"},
         ),
-        (r"\b(low|weak|little|soft|flat)\s+contrast", "contrast_label", {"low"}),
+        (
+            r"\b(low|weak|little|soft|flat)\s+(\w+\s+)?contrast"
+            r"|\bcontrast\s+(is|looks|feels)\s+(very\s+|too\s+)?(low|weak|soft|flat)",
+            "contrast_label",
+            {"low"},
+        ),
         (r"\bhigh[- ]key\b", "key", {"high-key"}),
         (r"\blow[- ]key\b", "key", {"low-key"}),
         (
@@ -232,8 +238,27 @@ _NO_DARKS = re.compile(
 )
 
 
+# Where something is said to sit: checked against the centre of visual weight.
+_PLACED = re.compile(
+    r"\b(?:is|are|sits?|placed|weighted|lies|rests?)\s+(?:\w+\s+){0,2}?(?:on|to|in|at)\s+"
+    r"the\s+(left|right|top|bottom|upper|lower)\b",
+    re.I,
+)
+_SIDES = {
+    "left": lambda f: f.weight_x < 0.44,
+    "right": lambda f: f.weight_x > 0.56,
+    "top": lambda f: f.weight_y < 0.44,
+    "upper": lambda f: f.weight_y < 0.44,
+    "bottom": lambda f: f.weight_y > 0.56,
+    "lower": lambda f: f.weight_y > 0.56,
+}
+
+
 def supported(sentence: str, facts: ImageFacts, *, sees_picture: bool = False) -> bool:
     """Whether `sentence` claims only what the measurements back (see the module docstring)."""
+    for side in _PLACED.findall(sentence):
+        if not _SIDES[side.lower()](facts):
+            return False
     if _NO_LIGHTS.search(sentence) and facts.lights >= 0.05:
         return False
     if _NO_DARKS.search(sentence) and facts.darks >= 0.05:
@@ -252,12 +277,93 @@ def supported(sentence: str, facts: ImageFacts, *, sees_picture: bool = False) -
     return sees_picture or not _SUBJECT.search(sentence)
 
 
+# Words by which a note is about its topic (stems: "saturat" finds saturated and saturation).
+_TOPIC_WORDS = {
+    "composition": (
+        "weight",
+        "balance",
+        "third",
+        "centre",
+        "center",
+        "symmetr",
+        "place",
+        "placing",
+        "move",
+        "frame",
+        "focal",
+        "space",
+        "eye",
+        "lead",
+        "corner",
+        "edge",
+        "crop",
+        "diagonal",
+    ),
+    "colour": (
+        "colour",
+        "color",
+        "hue",
+        "palette",
+        "warm",
+        "cool",
+        "saturat",
+        "complement",
+        "accent",
+        "tint",
+        "shade",
+        "vivid",
+        "muted",
+        "harmon",
+    ),
+    "value": (
+        "light",
+        "dark",
+        "value",
+        "contrast",
+        "shadow",
+        "highlight",
+        "bright",
+        "tone",
+        "tonal",
+        "key",
+        "grey",
+        "gray",
+        "black",
+        "white",
+    ),
+    "detail": (
+        "detail",
+        "edge",
+        "texture",
+        "simplif",
+        "busy",
+        "focus",
+        "line",
+        "shape",
+        "rest",
+        "quiet",
+        "sharp",
+        "soft",
+        "blur",
+    ),
+}
+
+
+def on_topic(note: str, topic: str) -> bool:
+    """Whether `note` speaks of its `topic` (a colour note names colour, hue, warmth, …) or
+    of one of the palette's colours, for colour."""
+    lowered = note.lower()
+    return any(word in lowered for word in _TOPIC_WORDS[topic]) or (
+        topic == "colour" and any(word in _COLOURS for word in re.findall(r"[a-z]+", lowered))
+    )
+
+
 def one_note(text: str) -> str:
     """The first sentence of a model's note, tidied; "" when it is no usable sentence."""
     line = text.strip().splitlines()[0].strip() if text.strip() else ""
     line = re.sub(r"^(?:[-•*]|\d{1,2}[.)])\s*", "", line).strip().strip('"')
     match = re.match(r"(.+?[.!])(?:\s|$)", line)
-    if match is None:  # cut off mid-sentence
+    if match is None or match.group(1).endswith(".."):  # cut off, or trailing off
         return ""
     sentence = match.group(1)
     if len(sentence.split()) < 5 or len(sentence) > 300:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -22,8 +21,8 @@ from bot.generation.types import GenerationRequest, QueueRefused
 from bot.services import Services
 from bot.store import NewRequest, StoreBusy
 from bot.ui.controls import REACTIONS, CancelView, controls_for, output_controls
-from bot.ui.render import attachments_for, written_embed
-from bot.ui.replies import NO_MENTIONS, refuse
+from bot.ui.render import attachment_edits, written_embed
+from bot.ui.replies import NO_MENTIONS, refuse, refuse_deferred
 from bot.writing.refine import Refinement
 from bot.writing.run import Answered, Pacer, Task, Where, Written, write
 from bot.writing.tasks import snapshot
@@ -32,8 +31,6 @@ log = logging.getLogger(__name__)
 
 # Edits one Discord message: `content`, `embed`, `view`, `attachments` as in `Message.edit`.
 Editor = Callable[..., Awaitable[Any]]
-# Commands whose answers come with a picture the message keeps across versions.
-PICTURED = {"art"}
 # Interaction tokens can edit the answer for 15 minutes (Discord's limit).
 TOKEN_LIFETIME = timedelta(minutes=15)
 
@@ -148,11 +145,7 @@ async def show_written(
     view = output_controls(
         written.generation_id, position, total, command=command, text=written.text
     )
-    files = attachments_for(written.text, written.generation_id)
-    if picture is not None:
-        name = f"llmos-art-{written.generation_id}.png"
-        files.append(discord.File(io.BytesIO(picture), filename=name))
-    edits: dict[str, Any] = {"attachments": files} if files or command not in PICTURED else {}
+    edits = attachment_edits(written.text, written.generation_id, command, picture)
     try:
         message = await editor(
             content=None,
@@ -264,8 +257,8 @@ async def answer_with_generation(
 ) -> Answered | None:
     """Run `task` for the user of `interaction` and answer it; returns what was shown.
 
-    Refusals (queue full, too many pending) are ephemeral and queue nothing (once the
-    interaction is deferred, they take the place of its answer). Failures end with
+    Refusals (queue full, too many pending) are ephemeral and queue nothing (an interaction
+    deferred already loses its "thinking…" placeholder). Failures end with
     a short message in place of the output; only finished work is saved. Once deferred, the
     request is journalled: a restart finishes it in the same message.
     """
@@ -275,9 +268,7 @@ async def answer_with_generation(
         handle = services.queue_for(task).submit(request)
     except QueueRefused as refused:
         if interaction.response.is_done():
-            await interaction.edit_original_response(
-                content=refused.user_message, allowed_mentions=NO_MENTIONS
-            )
+            await refuse_deferred(interaction, refused.user_message)
         else:
             await refuse(interaction, refused.user_message)
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import discord
 
@@ -70,6 +71,23 @@ def attachments_for(text: str, generation_id: int) -> list[discord.File]:
     if len(text) <= EMBED_TEXT_LIMIT:
         return []
     return [discord.File(io.BytesIO(text.encode()), filename=f"llmos-{generation_id}.md")]
+
+
+# Commands whose answers come with a picture the message keeps across versions.
+PICTURED = {"art"}
+
+
+def attachment_edits(
+    text: str, generation_id: int, command: str, picture: bytes | None = None
+) -> dict[str, Any]:
+    """The `attachments` edit for showing a version: the whole text when it is cut, and
+    `picture` (PNG) if given; nothing at all (so the message keeps what it shows) for a
+    pictured command's version with neither."""
+    files = attachments_for(text, generation_id)
+    if picture is not None:
+        name = f"llmos-art-{generation_id}.png"
+        files.append(discord.File(io.BytesIO(picture), filename=name))
+    return {"attachments": files} if files or command not in PICTURED else {}
 
 
 def written_embed(written: Written, position: int = 1, total: int = 1) -> discord.Embed:

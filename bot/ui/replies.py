@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import discord
@@ -14,6 +15,14 @@ NO_MENTIONS = discord.AllowedMentions.none()
 async def refuse(interaction: discord.Interaction, text: str) -> None:
     """A short private answer: a refusal, a permission problem, a bad value."""
     await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def refuse_deferred(interaction: discord.Interaction, text: str) -> None:
+    """A refusal for an interaction already deferred in public ("thinking…"): the placeholder
+    goes, and the refusal is said privately, like `refuse`."""
+    with contextlib.suppress(discord.HTTPException):
+        await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
 SORRY = "Sorry, something went wrong on my side. Please try again."

@@ -31,8 +31,8 @@ class CannotRefine(Exception):
             self.user_message = user_message
 
 
-# A button must be answered within 3 s: looking at a picture again gets this long to download.
-LOOK_AGAIN_S = 2.0
+# Looking at a picture again: the download's time limit (the button is answered before it).
+LOOK_AGAIN_S = 20.0
 
 
 async def look_again(services: Services, shown: GenerationRecord) -> Task | None:
@@ -49,7 +49,7 @@ async def look_again(services: Services, shown: GenerationRecord) -> Task | None
     image: dict[str, Any] = found_image if isinstance(found_image, dict) else {}
     try:
         if not image.get("url"):
-            raise ImageGone("That image is gone, so I can't look at it again.")
+            raise ImageGone("That image is gone.")
         data = await asyncio.wait_for(download(str(image["url"])), LOOK_AGAIN_S)
         found = await asyncio.to_thread(analyse, data)
     except TimeoutError:
@@ -123,6 +123,11 @@ async def start(
 
     Raises `QueueRefused` (a limit, or the queue) or `CannotRefine`, and then nothing is queued.
     """
+    if shown.command == "art" and kind != "regenerate":
+        # the measurements are the program's: a rewrite could change a figure
+        raise CannotRefine(
+            shown.id, "An art critique's measurements stay as measured; 🔁 asks for new notes."
+        )
     if kind == "regenerate":
         task = await look_again(services, shown) or stored_task(shown, services.settings)
     else:

@@ -248,11 +248,12 @@ def art_task(
 ) -> Task:
     """A critique of a posted image: the program's measurements, then advice the model writes.
 
-    Without a vision model, one note per measured topic of the focus, each drawn three times
-    side by side from that topic's measurements; the first that holds up against them
-    (`art.supported`) is kept, and a topic none of whose notes hold up is left out and said to
-    be. With `seen` (the image's bytes, for the vision lane) a vision model writes Strengths
-    and Suggestions seeing the picture; points that contradict the measurements are dropped.
+    Without a vision model, one note per measured topic of the focus, each drawn four times
+    side by side from that topic's measurements; the first that speaks of its topic and holds
+    up against them (`art.on_topic`, `art.supported`) is kept, and a topic none of whose notes
+    do is left out and said to be. With `seen` (the image's bytes, for the vision lane) a
+    vision model writes Strengths and Suggestions seeing the picture; points that contradict
+    the measurements (as far as `art.supported` reads them) are dropped.
     `image`: what is stored of the image (hash, size, source message), never its bytes.
     """
     lines = art.measured_lines(facts)
@@ -280,22 +281,25 @@ def art_task(
     )
 
     async def notes(drafts: Drafts) -> str:
-        draws = await asyncio.gather(
-            *(
-                drafts.draw(art.note_prompt(facts, topic, focus, tone), note_params, 3)
-                for topic in topics
-            ),
-            return_exceptions=True,
-        )
+        # every topic's candidates side by side; a failure fails the whole critique (like a
+        # poem's line), and the other topics' requests are cancelled with it
+        draws = [
+            asyncio.ensure_future(
+                drafts.draw(art.note_prompt(facts, topic, focus, tone), note_params, 4)
+            )
+            for topic in topics
+        ]
+        try:
+            drawn = await asyncio.gather(*draws)
+        except BaseException:
+            for draw in draws:
+                draw.cancel()
+            raise
         kept = []
-        for topic, results in zip(topics, draws, strict=True):
-            if isinstance(results, BaseException):
-                if not isinstance(results, Exception):
-                    raise results
-                continue
+        for topic, results in zip(topics, drawn, strict=True):
             for result in results:
                 note = art.one_note(result.text)
-                if note and art.supported(note, facts):
+                if note and art.on_topic(note, topic) and art.supported(note, facts):
                     kept.append(f"- **{topic.title()}**: {note}")
                     break
         shown = measured + ("\n\n**Notes**\n" + "\n".join(kept) if kept else "")
