@@ -208,6 +208,8 @@ def test_only_what_was_measured_may_be_said() -> None:
     assert art.supported("The dark shape sits in the lower right, which works.", thirds)
     assert not art.supported("The contrast is high, so soften the darks.", thirds)
     assert not art.supported("Strong tonal contrast carries it.", thirds)
+    assert art.one_note("Try a little more? I love you!") == ""
+    assert not art.supported("Try ivory or coral accents.", facts)  # neither was measured
     assert art.one_note("Why?") == "" and art.one_note("Try a warmer light on the left") == ""
 
 

@@ -167,6 +167,27 @@ _COLOURS = {
     "grey": {"grey"},
     "gray": {"grey"},
     "silver": {"grey", "white"},
+    "coral": {"red", "orange", "pink"},
+    "salmon": {"pink", "orange", "red"},
+    "peach": {"orange", "pink"},
+    "amber": {"orange", "yellow"},
+    "ochre": {"orange", "yellow", "brown"},
+    "rust": {"orange", "brown", "red"},
+    "burgundy": {"red"},
+    "ruby": {"red"},
+    "rose": {"pink", "red"},
+    "plum": {"purple"},
+    "mauve": {"purple", "pink"},
+    "lilac": {"purple"},
+    "emerald": {"green"},
+    "jade": {"green", "teal"},
+    "mint": {"green", "teal"},
+    "lime": {"green", "yellow"},
+    "azure": {"blue"},
+    "cobalt": {"blue"},
+    "sapphire": {"blue"},
+    "ivory": {"white", "yellow"},
+    "cream": {"white", "yellow"},
 }
 # Claims about a measured quality: the pattern, and the labels under which it is true.
 _CLAIMS: tuple[tuple[re.Pattern[str], str, set[str]], ...] = tuple(
@@ -362,8 +383,9 @@ def one_note(text: str) -> str:
     """The first sentence of a model's note, tidied; "" when it is no usable sentence."""
     line = text.strip().splitlines()[0].strip() if text.strip() else ""
     line = re.sub(r"^(?:[-•*]|\d{1,2}[.)])\s*", "", line).strip().strip('"')
-    match = re.match(r"(.+?[.!])(?:\s|$)", line)
-    if match is None or match.group(1).endswith(".."):  # cut off, or trailing off
+    match = re.match(r"(.+?[.!?])(?:\s|$)", line)
+    # cut off, trailing off, or a question: not a note
+    if match is None or match.group(1).endswith(("..", "?")):
         return ""
     sentence = match.group(1)
     if len(sentence.split()) < 5 or len(sentence) > 300:
