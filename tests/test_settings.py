@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from emulator import Interaction, Message
@@ -17,11 +19,12 @@ async def answer(world: World, interaction: Interaction) -> Message:
 
 
 async def test_members_without_permission_are_refused(world: World) -> None:
-    for command, options in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("settings set", {"key": "temperature", "value": "0.5"}),
         ("settings show", {}),
         ("settings reset", {}),
-    ]:
+    ]
+    for command, options in cases:
         interaction = await world.emu.slash(world.alice, world.channel, command, **options)
         message = await answer(world, interaction)
         assert message.content.startswith("Changing settings needs the Manage Channels")
