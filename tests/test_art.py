@@ -20,10 +20,14 @@ from bot.generation.engine import TransformersEngine
 from bot.generation.types import EngineOutput
 from bot.generation.vision import load_vision_model
 from bot.images.analyse import analyse
+from bot.images.fetch import ImageGone
 from bot.images.load import MAX_BYTES, ImageRefused, load_image
 from bot.images.measure import ImageFacts, colour_name, measure
 from bot.prompts import art
-from bot.writing.tasks import build_task
+from bot.store import RequestRecord
+from bot.writing.art import art_again
+from bot.writing.journal import task_for
+from bot.writing.tasks import build_task, snapshot
 from emulator import Message
 from tests.conftest import World, open_world, told_privately
 from tests.test_controls import eventually, next_version, press, shown_id
@@ -411,3 +415,41 @@ async def test_with_a_vision_model_it_sees_the_picture_beside_the_measurements(
         assert said.flags & 64 and said.content.startswith("That image is gone")
         assert shown_id(message) == first.id and shown == [1, 1, 1, 1]
         assert emu.errors == []
+
+
+@pytest.mark.slow
+async def test_a_critique_read_again_comes_with_its_picture_or_says_why(world: World) -> None:
+    """A journalled art request after a restart, or 🔁 for a vision model: the image read again
+    from Discord's link, only if it is the same image."""
+    data = encode(on_a_thirds_point())
+    found = analyse(data)
+    kept = world.emu.attach("sketch.png", data)
+    image = {"sha256": found.sha256, "url": kept["url"]}
+    inputs: dict[str, Any] = {
+        "image": image,
+        "facts": found.facts.to_dict(),
+        "focus": "composition",
+        "tone": "gentle",
+    }
+    task = await art_again(world.services, inputs)
+    assert task.picture is not None and Image.open(io.BytesIO(task.picture)).format == "PNG"
+    assert task.title == "Art critique · composition · gentle" and not task.vision
+    # what a restart runs again: the stored task, its picture read again
+    row = RequestRecord(
+        id=1, state="pending", command="art", task=snapshot(task), guild_id=world.guild.id,
+        channel_id=world.channel.id, user_id=world.alice.id, message_id=1,
+        interaction_token=None, token_expires_at=None, output_id=None, refines_id=None,
+        refine_kind=None, generation_id=None, attempts=0, error=None,
+        created_at="2026-01-01T00:00:00+00:00", updated_at="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    resumed = await task_for(world.services, world.bot.writer, row)
+    assert resumed is not None and resumed.picture is not None
+    other = world.emu.attach("sketch.png", encode(two_colours()))
+    with pytest.raises(ImageGone, match="changed"):
+        await art_again(world.services, inputs | {"image": image | {"url": other["url"]}})
+    world.emu.files.clear()
+    with pytest.raises(ImageGone, match="gone"):
+        await art_again(world.services, inputs)
+    # gone after the restart: the critique is still written from its stored measurements
+    without = await task_for(world.services, world.bot.writer, row)
+    assert without is not None and without.command == "art" and without.picture is None

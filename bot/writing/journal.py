@@ -8,15 +8,20 @@ anything else from its command's inputs (or its prompt as it was).
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from bot.images.load import ImageRefused
 from bot.services import Services
 from bot.store import RequestRecord
+from bot.writing.art import art_again
 from bot.writing.refine import shown_title
 from bot.writing.run import Task, Where, Written
 from bot.writing.story import StoryWriter
 from bot.writing.tasks import task_again
+
+log = logging.getLogger(__name__)
 
 
 class Verdict(StrEnum):
@@ -74,6 +79,13 @@ async def task_for(services: Services, writer: StoryWriter, row: RequestRecord) 
             length if isinstance(length, str) else "medium",
         )
     params = row.task.get("params")
+    inputs = row.task.get("inputs")
+    if row.command == "art" and isinstance(inputs, dict):
+        # its picture was never stored: read the image again for it (and for a vision model)
+        try:
+            return await art_again(services, inputs)
+        except ImageRefused as refused:
+            log.info("request %s: its image cannot be read again (%s)", row.id, refused)
     return task_again(
         row.command, row.task, params if isinstance(params, dict) else {}, services.settings
     )

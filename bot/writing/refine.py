@@ -5,19 +5,16 @@ linked to the version it refines.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from bot.generation.queue import GenerationHandle
-from bot.generation.types import GenerationRequest, SamplingParams
-from bot.images.analyse import analyse
-from bot.images.fetch import ImageGone, download
+from bot.generation.types import GenerationRequest
 from bot.images.load import ImageRefused
 from bot.services import Services
 from bot.store import GenerationRecord, Store
+from bot.writing.art import art_again
 from bot.writing.run import Task, Where
-from bot.writing.tasks import art_task, refine_task, stored_task
+from bot.writing.tasks import refine_task, stored_task
 
 
 class CannotRefine(Exception):
@@ -31,46 +28,21 @@ class CannotRefine(Exception):
             self.user_message = user_message
 
 
-# Looking at a picture again: the download's time limit (the button is answered before it).
-LOOK_AGAIN_S = 20.0
-
-
 async def look_again(services: Services, shown: GenerationRecord) -> Task | None:
     """For 🔁 on an art critique that a vision model wrote: the same critique task, shown the
-    picture again (downloaded from Discord's link, checked to be the same image by its hash).
-    None for any other output. Raises `CannotRefine` saying why when the image is gone."""
+    picture again (`bot.writing.art`). None for any other output, or when no vision model is
+    configured any more (the stored measurements then do). Raises `CannotRefine` saying why
+    when the image cannot be read again."""
     stored = shown.prompt if isinstance(shown.prompt, dict) else {}
     inputs = stored.get("inputs")
     if shown.command != "art" or not isinstance(inputs, dict) or not inputs.get("vision"):
         return None
     if services.vision is None:
-        return None  # the vision model was taken away: the measurements alone will do
-    found_image = inputs.get("image")
-    image: dict[str, Any] = found_image if isinstance(found_image, dict) else {}
+        return None
     try:
-        if not image.get("url"):
-            raise ImageGone("That image is gone.")
-        data = await asyncio.wait_for(download(str(image["url"])), LOOK_AGAIN_S)
-        found = await asyncio.to_thread(analyse, data)
-    except TimeoutError:
-        raise CannotRefine(
-            shown.id, "The image took too long to fetch again; try once more."
-        ) from None
+        return await art_again(services, inputs)
     except ImageRefused as refused:
         raise CannotRefine(shown.id, f"{refused} I can't look at it again.") from None
-    if found.sha256 != image.get("sha256"):
-        raise CannotRefine(shown.id, "That image has changed since, so I can't look at it again.")
-    stored_channel = inputs.get("channel")
-    channel = SamplingParams.from_dict(stored_channel) if isinstance(stored_channel, dict) else None
-    return art_task(
-        services.settings,
-        found.facts,
-        image,
-        str(inputs.get("focus") or "overall"),
-        str(inputs.get("tone") or "balanced"),
-        channel,
-        seen=found.working,
-    )
 
 
 def title_of(record: GenerationRecord) -> str:
