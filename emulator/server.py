@@ -560,20 +560,7 @@ class DiscordEmulator:
         } | ({"content_type": kind} if kind else {})
 
     def _attachments(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        out = []
-        for file in body.get("_files", []):
-            file_id = self.snowflake()
-            self.files[file_id] = file["data"]
-            out.append(
-                {
-                    "id": str(file_id),
-                    "filename": file["filename"],
-                    "size": len(file["data"]),
-                    "url": f"{self.url}/files/{file_id}",
-                    "proxy_url": f"{self.url}/files/{file_id}",
-                }
-            )
-        return out
+        return [self.attach(file["filename"], file["data"]) for file in body.get("_files", [])]
 
     def _apply_edit(self, message: Message, body: dict[str, Any]) -> None:
         merged = {"content": message.content, "embeds": message.embeds} | {

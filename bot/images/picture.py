@@ -14,6 +14,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from bot.images.load import LoadedImage
 from bot.images.measure import ImageFacts, luminance
 
 SIDE = 360  # the image's longer side in the picture
@@ -51,11 +52,10 @@ def _histogram(
     draw.text((x, y + height + 2), "darks · lights", fill="#dddddd", font=font)
 
 
-def analysis_png(preview: Image.Image, facts: ImageFacts) -> bytes:
-    """The picture for `facts`, drawn over `preview` (the measured image, RGBA)."""
-    rgba = np.asarray(preview, dtype=np.float32) / 255.0
-    values = luminance(rgba[..., :3])[rgba[..., 3] >= 0.5]  # as `measure` reads them
-    shown = preview.copy()
+def analysis_png(measured: LoadedImage, facts: ImageFacts) -> bytes:
+    """The picture for `facts` (the measurements of `measured`), drawn over that image."""
+    values = luminance(measured.rgb)[measured.alpha >= 0.5]  # as `measure` reads them
+    shown = measured.preview.copy()
     shown.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
     # transparency shown over a checkerboard, as image editors do
     board = Image.new("RGBA", shown.size, "#cccccc")

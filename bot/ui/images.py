@@ -7,28 +7,15 @@ download itself stops at the cap (`bot.images.fetch`).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
-
 import discord
 
 from bot.generation.types import SamplingParams
-from bot.images.analyse import Analysis, analyse
+from bot.images.analyse import read_image
 from bot.images.fetch import download
 from bot.images.load import MAX_BYTES, ImageRefused
 from bot.services import Services
+from bot.writing.art import critique_of
 from bot.writing.run import Task
-from bot.writing.tasks import art_task
-
-log = logging.getLogger(__name__)
-# At most two images decoded at once: each may take a few hundred MB while it is read.
-_READING = threading.BoundedSemaphore(2)
-
-
-def _analyse(data: bytes) -> Analysis:
-    with _READING:
-        return analyse(data)
 
 
 def image_attachments(message: discord.Message) -> list[discord.Attachment]:
@@ -70,14 +57,7 @@ async def art_critique(
     """The art critique task for `attachment` (posted with `source`, if it came with a message):
     downloaded, then read, measured and drawn in a thread, off the event loop. Raises
     `ImageRefused` with the reason for the person."""
-    data = await read_attachment(attachment)
-    try:
-        found = await asyncio.to_thread(_analyse, data)
-    except ImageRefused:
-        raise
-    except Exception as exc:  # whatever else a strange file trips: said, not a traceback
-        log.warning("could not analyse %s: %r", attachment.filename, exc)
-        raise ImageRefused("I couldn't read that image. Try saving it again as a PNG.") from exc
+    found = await read_image(await read_attachment(attachment))
     image = {
         "sha256": found.sha256,
         "bytes": found.nbytes,
@@ -92,14 +72,4 @@ async def art_critique(
         "message_id": source.id if source is not None else None,
         "channel_id": source.channel.id if source is not None else None,
     }
-    seen = found.working if services.vision is not None else None
-    return art_task(
-        services.settings,
-        found.facts,
-        image,
-        focus,
-        tone,
-        channel,
-        picture=found.picture,
-        seen=seen,
-    )
+    return critique_of(services, found, image, focus, tone, channel, vision=True)

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from bot.generation.types import SamplingParams
-from bot.images.analyse import Analysis, analyse
+from bot.images.analyse import Analysis, read_image
 from bot.images.fetch import ImageGone, download
 from bot.images.load import ImageRefused
 from bot.services import Services
@@ -23,6 +23,31 @@ from bot.writing.tasks import art_task
 LOOK_AGAIN_S = 20.0
 
 
+def critique_of(
+    services: Services,
+    found: Analysis,
+    image: dict[str, Any],
+    focus: str,
+    tone: str,
+    channel: SamplingParams | None,
+    *,
+    vision: bool,
+) -> Task:
+    """The art critique task for an analysed image, with its picture; shown to the vision model
+    when `vision` is asked for and one is configured."""
+    seeing = vision and services.vision is not None
+    return art_task(
+        services.settings,
+        found.facts,
+        image,
+        focus,
+        tone,
+        channel,
+        picture=found.picture,
+        seen=found.working if seeing else None,
+    )
+
+
 async def look_again(image: dict[str, Any]) -> Analysis:
     """The stored `image` (a critique's `inputs["image"]`) read again; raises `ImageRefused`."""
     if not image.get("url"):
@@ -31,7 +56,7 @@ async def look_again(image: dict[str, Any]) -> Analysis:
         data = await asyncio.wait_for(download(str(image["url"])), LOOK_AGAIN_S)
     except TimeoutError:
         raise ImageRefused("The image took too long to fetch again; try once more.") from None
-    found = await asyncio.to_thread(analyse, data)
+    found = await read_image(data)
     if found.sha256 != image.get("sha256"):
         raise ImageGone("That image has changed since.")
     return found
@@ -46,14 +71,12 @@ async def art_again(services: Services, inputs: dict[str, Any]) -> Task:
     found = await look_again(image)
     stored_channel = inputs.get("channel")
     channel = SamplingParams.from_dict(stored_channel) if isinstance(stored_channel, dict) else None
-    seeing = bool(inputs.get("vision")) and services.vision is not None
-    return art_task(
-        services.settings,
-        found.facts,
+    return critique_of(
+        services,
+        found,
         image,
         str(inputs.get("focus") or "overall"),
         str(inputs.get("tone") or "balanced"),
         channel,
-        picture=found.picture,
-        seen=found.working if seeing else None,
+        vision=bool(inputs.get("vision")),
     )
