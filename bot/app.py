@@ -22,6 +22,7 @@ EXTENSIONS = (
     "cogs.chat",
     "cogs.critique",
     "cogs.feedback",
+    "cogs.lore",
     "cogs.privacy",
     "cogs.refine",
     "cogs.settings",

@@ -50,6 +50,8 @@ class Settings:
     continuous_memory_fraction: float = 0.1
     prefix_cache_mb: int = 256
     story_context_tokens: int = 1536
+    lore_tokens: int = 300
+    lore_scan_depth: int = 4
     resume_max_age: float = 900.0
     resume_max_attempts: int = 0
     openai_base_url: str | None = None
@@ -159,6 +161,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "CONTINUOUS_MEMORY_FRACTION": _float("CONTINUOUS_MEMORY_FRACTION", 0.01, 0.95),
     "PREFIX_CACHE_MB": _int("PREFIX_CACHE_MB", 0, 1_000_000),
     "STORY_CONTEXT_TOKENS": _int("STORY_CONTEXT_TOKENS", 200, 100_000),
+    "LORE_TOKENS": _int("LORE_TOKENS", 0, 50_000),
+    "LORE_SCAN_DEPTH": _int("LORE_SCAN_DEPTH", 0, 1000),
     "RESUME_MAX_AGE": _float("RESUME_MAX_AGE", 0.0, 7 * 24 * 3600.0),
     "RESUME_MAX_ATTEMPTS": _int("RESUME_MAX_ATTEMPTS", 0, 100),
     "OPENAI_BASE_URL": _url,

@@ -17,6 +17,8 @@ from bot.limits import Limits
 from bot.preferences import Preferences
 from bot.store import Requests, Store, Stories
 from bot.store.feedback import Feedback
+from bot.store.lore import Lore
+from bot.store.votes import Votes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ class Services:
     feedback: Feedback
     limits: Limits
     requests: Requests
+    lore: Lore
+    votes: Votes
     # The vision lane: a queue in front of a vision-language model, when one is configured.
     vision: GenerationQueue | None = None
 
@@ -56,15 +60,17 @@ class Services:
             daily_budget=settings.server_daily_budget,
         )
         return cls(
-            settings,
-            store,
-            queue,
-            Preferences(store),
-            Stories(store),
-            Feedback(store),
-            limits,
-            Requests(store),
-            vision,
+            settings=settings,
+            store=store,
+            queue=queue,
+            preferences=Preferences(store),
+            stories=Stories(store),
+            feedback=Feedback(store),
+            limits=limits,
+            requests=Requests(store),
+            lore=Lore(store),
+            votes=Votes(store),
+            vision=vision,
         )
 
 

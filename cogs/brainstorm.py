@@ -13,6 +13,7 @@ from bot.services import Services
 from bot.ui.controls import handle_expand_menu
 from bot.ui.deliver import answer_with_generation
 from bot.ui.replies import refuse
+from bot.writing.lore import Worlds
 from bot.writing.tasks import brainstorm_task, expand_task
 
 if TYPE_CHECKING:
@@ -24,9 +25,10 @@ TOPIC_LIMIT = 300
 class Brainstorm(commands.Cog):
     """Ideas on demand."""
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot, services: Services, worlds: Worlds) -> None:
         self.bot = bot
         self.services = services
+        self.worlds = worlds
 
     async def cog_load(self) -> None:
         handle_expand_menu(self.bot, self)
@@ -55,7 +57,8 @@ class Brainstorm(commands.Cog):
         channel = await self.services.preferences.sampling_for(
             interaction.guild_id, interaction.channel_id
         )
-        task = brainstorm_task(self.services.settings, topic, count, kind, channel)
+        lore = await self.worlds.for_channel(interaction.channel_id or 0, topic)
+        task = brainstorm_task(self.services.settings, topic, count, kind, channel, lore.world)
         await answer_with_generation(interaction, self.services, task)
 
     async def expand(
@@ -78,4 +81,4 @@ class Brainstorm(commands.Cog):
 
 
 async def setup(bot: LLMOSBot) -> None:
-    await bot.add_cog(Brainstorm(bot, bot.services))
+    await bot.add_cog(Brainstorm(bot, bot.services, bot.writer.worlds))

@@ -15,6 +15,7 @@ from bot.services import Services
 from bot.ui.deliver import answer_in_channel
 from bot.ui.images import art_critique, image_attachments
 from bot.ui.replies import NO_MENTIONS
+from bot.writing.lore import Worlds
 from bot.writing.refine import replied_to
 from bot.writing.run import Where
 from bot.writing.tasks import brainstorm_task, chat_task, critique_task
@@ -28,9 +29,10 @@ log = logging.getLogger(__name__)
 class Chat(commands.Cog):
     """Answers when someone mentions the bot or replies to it, as the channel's mode says."""
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot, services: Services, worlds: Worlds) -> None:
         self.bot = bot
         self.services = services
+        self.worlds = worlds
 
     async def _replied_to(self, message: discord.Message) -> discord.Message | None:
         ref = message.reference
@@ -83,14 +85,20 @@ class Chat(commands.Cog):
             await message.reply("Yes? Tell me what you'd like.", allowed_mentions=NO_MENTIONS)
             return
         if prefs.mode == "brainstorm":
-            task = brainstorm_task(settings, text[:300], 5, "anything", prefs.sampling())
+            lore = await self.worlds.for_channel(message.channel.id, text[:300])
+            task = brainstorm_task(
+                settings, text[:300], 5, "anything", prefs.sampling(), lore.world
+            )
         elif prefs.mode == "critique":
             target = text
             if replied is not None and replied.author.id != me.id and replied.content.strip():
                 target = replied.content
             task = critique_task(settings, target[:4000], "overall", "balanced", prefs.sampling())
         else:
-            task = chat_task(settings, text, prefs.persona, earlier, prefs.sampling(160))
+            lore = await self.worlds.for_channel(message.channel.id, text)
+            task = chat_task(
+                settings, text, prefs.persona, earlier, prefs.sampling(160), lore.world
+            )
         where = Where(message.author.id, message.channel.id, message.guild.id)
         await answer_in_channel(message.channel, self.services, task, where, reference=message)
 
@@ -116,4 +124,4 @@ class Chat(commands.Cog):
 
 
 async def setup(bot: LLMOSBot) -> None:
-    await bot.add_cog(Chat(bot, bot.services))
+    await bot.add_cog(Chat(bot, bot.services, bot.writer.worlds))

@@ -15,6 +15,7 @@ from bot.services import Services
 from bot.ui.deliver import answer_with_generation
 from bot.ui.images import art_critique, image_attachments, too_big
 from bot.ui.replies import refuse, refuse_deferred, tell
+from bot.writing.lore import Worlds
 from bot.writing.tasks import critique_task, scene_task
 
 if TYPE_CHECKING:
@@ -26,9 +27,10 @@ TEXT_LIMIT = 4000
 class Critique(commands.Cog):
     """Feedback on writing, and scenes for scripts."""
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.Bot, services: Services, worlds: Worlds) -> None:
         self.bot = bot
         self.services = services
+        self.worlds = worlds
         self.menu = app_commands.ContextMenu(name="Critique this", callback=self.critique_message)
 
     async def cog_load(self) -> None:
@@ -159,9 +161,14 @@ class Critique(commands.Cog):
         channel = await self.services.preferences.sampling_for(
             interaction.guild_id, interaction.channel_id
         )
-        task = scene_task(self.services.settings, setting, characters, situation, channel)
+        lore = await self.worlds.for_channel(
+            interaction.channel_id or 0, f"{setting}\n{characters}\n{situation or ''}"
+        )
+        task = scene_task(
+            self.services.settings, setting, characters, situation, channel, lore.world
+        )
         await answer_with_generation(interaction, self.services, task)
 
 
 async def setup(bot: LLMOSBot) -> None:
-    await bot.add_cog(Critique(bot, bot.services))
+    await bot.add_cog(Critique(bot, bot.services, bot.writer.worlds))

@@ -121,6 +121,35 @@ async def open_world(
     bob = emu.add_member(guild, "bob")
     mod = emu.add_member(guild, "mod", permissions=PERM_MANAGE_CHANNELS)
     owner = emu.users[guild.owner_id]
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(emu.stop)
+        stack.enter_context(emu.redirected())
+        bot, services = await stack.enter_async_context(
+            running_bot(
+                emu,
+                engine,
+                db_dir,
+                busy_timeout_ms=busy_timeout_ms,
+                vision=vision,
+                **queue_options,
+            )
+        )
+        yield World(emu, bot, services, guild, channel, alice, bob, mod, owner)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    emu: Emulator,
+    engine: Engine,
+    db_dir: Path,
+    *,
+    busy_timeout_ms: int = 5000,
+    vision: Engine | None = None,
+    **queue_options: Any,
+) -> AsyncIterator[tuple[LLMOSBot, Services]]:
+    """A bot with real services over `engine` and the database in `db_dir`, connected to the
+    running emulator `emu` (which must redirect discord.py to itself); closed on exit, so the
+    same folder can serve a restarted bot."""
     settings = load_settings(
         # No rate limit here: scenarios run fast; tests of the limits set their own. Answers
         # are kept short (the default is 200 tokens): these tests are about what the bot does
@@ -134,8 +163,6 @@ async def open_world(
         dotenv_path=None,
     )
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(emu.stop)
-        stack.enter_context(emu.redirected())
         store = await stack.enter_async_context(
             Store.open(db_dir / "llmos.sqlite3", busy_timeout_ms=busy_timeout_ms)
         )
@@ -149,7 +176,7 @@ async def open_world(
         runner = asyncio.create_task(bot.connect(reconnect=True))
         await asyncio.wait_for(bot.wait_until_ready(), 30)
         try:
-            yield World(emu, bot, services, guild, channel, alice, bob, mod, owner)
+            yield bot, services
         finally:
             await bot.close()
             runner.cancel()

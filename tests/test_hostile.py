@@ -139,6 +139,10 @@ COMMANDS = [
     ("scene", lambda s: {"setting": s, "characters": s}, True),
     ("scene", lambda s: {"setting": "a ship", "characters": "Ann, Bo", "situation": s}, False),
     ("settings set", lambda s: {"key": "persona", "value": s}, False),
+    ("lore add", lambda s: {"name": s, "text": s, "keys": s}, True),
+    ("lore add", lambda s: {"name": "Pattern", "text": "x", "keys": s, "regex": True}, False),
+    ("character add", lambda s: {"name": s, "description": s, "voice": s}, True),
+    ("lore show", lambda s: {"name": s}, True),
 ]
 
 

@@ -293,6 +293,16 @@ class Store:
         )
         return _generation(rows[0]) if rows else None
 
+    async def last_generation(self, channel_id: int) -> GenerationRecord | None:
+        """The channel's latest generation (the answer written last), or None."""
+        rows = await self.fetchall(
+            "SELECT g.*, o.message_id FROM generations g"
+            " LEFT JOIN outputs o ON o.id = g.output_id WHERE g.channel_id = ?"
+            " ORDER BY g.created_at DESC, g.id DESC LIMIT 1",
+            (channel_id,),
+        )
+        return _generation(rows[0]) if rows else None
+
     async def get_output(self, output_id: int) -> OutputRecord | None:
         rows = await self.fetchall("SELECT * FROM outputs WHERE id = ?", (output_id,))
         return OutputRecord(**dict(rows[0])) if rows else None

@@ -212,10 +212,14 @@ class Feedback:
                 "UPDATE outputs SET chosen_id = (SELECT MAX(id) FROM generations"
                 " WHERE output_id = outputs.id) WHERE chosen_id IS NULL"
             )
-            # their words may live on in a story's rolling summary: it is rebuilt
+            # their words may live on in a story's rolling summary, and in the summaries of
+            # its branches (which read its parts): those are rebuilt
             await db.execute(
                 "UPDATE stories SET summary = '', summary_upto = 0 WHERE id IN"
-                " (SELECT story_id FROM story_segments WHERE author_id = ?)",
+                " (WITH RECURSIVE touched(id) AS ("
+                " SELECT story_id FROM story_segments WHERE author_id = ?"
+                " UNION SELECT s.id FROM stories s JOIN touched t ON s.parent_id = t.id)"
+                " SELECT id FROM touched)",
                 (user_id,),
             )
             if segments == "remove":
@@ -229,6 +233,14 @@ class Feedback:
                     (user_id,),
                 )
             await db.execute("UPDATE stories SET created_by = 0 WHERE created_by = ?", (user_id,))
+            # the world they helped build stays, without their name; their ballots go
+            await db.execute(
+                "UPDATE lore_entries SET created_by = NULL WHERE created_by = ?", (user_id,)
+            )
+            await db.execute("DELETE FROM story_ballots WHERE user_id = ?", (user_id,))
+            await db.execute(
+                "UPDATE story_votes SET created_by = NULL WHERE created_by = ?", (user_id,)
+            )
             await db.execute(
                 "UPDATE settings SET updated_by = NULL WHERE updated_by = ?", (user_id,)
             )

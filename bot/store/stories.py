@@ -21,6 +21,10 @@ class StoryRecord:
     created_by: int
     created_at: str
     ended_at: str | None
+    note: str = ""
+    parent_id: int | None = None
+    branch_from: int | None = None
+    last_position: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,12 @@ class StoryExists(RuntimeError):
 
 
 class Stories:
-    """Stories and their segments, on the store's connection and transactions."""
+    """Stories and their segments, on the store's connection and transactions.
+
+    Promises: a story's parts are read in order of position; a branch reads its ancestors'
+    parts up to its branch point (stored once: an edit or removal there shows in every branch
+    that shares it) and then its own. Positions are never reused within a story.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -103,17 +112,24 @@ class Stories:
                     row = await found.fetchone()
                 if row is not None:
                     return SegmentRecord(**dict(row))
+            async with db.execute(
+                "UPDATE stories SET last_position = last_position + 1 WHERE id = ?"
+                " RETURNING last_position",
+                (story_id,),
+            ) as counted:
+                position = await counted.fetchone()
+            if position is None:
+                raise LookupError(f"no story {story_id}")
             cur = await db.execute(
                 "INSERT INTO story_segments (story_id, channel_id, author_id, text, position,"
-                " source, generation_id, message_id, created_at) VALUES (?, ?, ?, ?,"
-                " (SELECT COALESCE(MAX(position), 0) + 1 FROM story_segments WHERE story_id = ?),"
+                " source, generation_id, message_id, created_at) VALUES (?, ?, ?, ?, ?,"
                 " ?, ?, ?, ?)",
                 (
                     story_id,
                     channel_id,
                     author_id,
                     text,
-                    story_id,
+                    position[0],
                     source,
                     generation_id,
                     message_id,
@@ -125,12 +141,99 @@ class Stories:
         return SegmentRecord(**dict(rows[0]))
 
     async def segments(self, story_id: int, after: int = 0) -> list[SegmentRecord]:
-        """Segments after position `after`, in order."""
+        """The story's parts after position `after`, in order: for a branch, its ancestors'
+        parts up to the branch point come first."""
+        lines = await self.lineage(story_id)
+        if not lines:
+            return []
+        clauses = " OR ".join("(story_id = ? AND position <= ?)" for _ in lines)
+        params: list[int] = [value for line in lines for value in line]
         rows = await self.store.fetchall(
-            "SELECT * FROM story_segments WHERE story_id = ? AND position > ? ORDER BY position",
-            (story_id, after),
+            f"SELECT * FROM story_segments WHERE ({clauses}) AND position > ? ORDER BY position",
+            (*params, after),
         )
         return [SegmentRecord(**dict(r)) for r in rows]
+
+    async def lineage(self, story_id: int) -> list[tuple[int, int]]:
+        """(story id, last position read from it) for the story and each ancestor it shares
+        parts with, nearest first."""
+        rows = await self.store.fetchall(
+            "WITH RECURSIVE line(id, parent_id, upto, depth) AS ("
+            " SELECT id, parent_id, branch_from, 0 FROM stories WHERE id = ?"
+            " UNION ALL SELECT s.id, s.parent_id, s.branch_from, line.depth + 1"
+            " FROM stories s JOIN line ON s.id = line.parent_id WHERE line.depth < 64)"
+            " SELECT id, upto FROM line ORDER BY depth",
+            (story_id,),
+        )
+        # the story itself reads all its own parts; an ancestor, up to the nearest branch point
+        line: list[tuple[int, int]] = []
+        upto = 2**62
+        for row in rows:
+            line.append((int(row["id"]), upto))
+            if row["upto"] is not None:
+                upto = min(upto, int(row["upto"]))
+        return line
+
+    async def branch(
+        self,
+        story: StoryRecord,
+        *,
+        at: int,
+        channel_id: int,
+        title: str,
+        created_by: int,
+    ) -> StoryRecord:
+        """Open a branch of `story` in `channel_id` that shares its parts up to position `at`:
+        the note and the lorebook are copied (a branch's world may go its own way), the parts
+        are not. Raises `StoryExists` if that channel has an active story."""
+        if await self.active(channel_id) is not None:
+            raise StoryExists(channel_id)
+        keep_summary = story.summary_upto <= at
+        async with self.store.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO stories (guild_id, channel_id, title, premise, genre, created_by,"
+                " created_at, note, parent_id, branch_from, last_position, summary,"
+                " summary_upto) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    story.guild_id,
+                    channel_id,
+                    title,
+                    story.premise,
+                    story.genre,
+                    created_by,
+                    utcnow(),
+                    story.note,
+                    story.id,
+                    at,
+                    at,
+                    story.summary if keep_summary else "",
+                    story.summary_upto if keep_summary else 0,
+                ),
+            )
+            branch_id = cur.lastrowid
+            await db.execute(
+                "INSERT INTO lore_entries (guild_id, scope, scope_id, kind, name, keys, regex,"
+                " always, priority, text, voice, enabled, created_by, created_at, updated_at)"
+                " SELECT guild_id, scope, ?, kind, name, keys, regex, always, priority, text,"
+                " voice, enabled, created_by, created_at, updated_at FROM lore_entries"
+                " WHERE scope = 'story' AND scope_id = ?",
+                (branch_id, story.id),
+            )
+        made = await self.get(branch_id or 0)
+        assert made is not None
+        return made
+
+    async def open_branches(self, story_id: int) -> int:
+        """How many active branches the story has (its own, not theirs)."""
+        rows = await self.store.fetchall(
+            "SELECT COUNT(*) FROM stories WHERE parent_id = ? AND status = 'active'", (story_id,)
+        )
+        return int(rows[0][0])
+
+    async def set_note(self, story_id: int, note: str) -> None:
+        """Set (or, with "", clear) the author's note."""
+        async with self.store.transaction() as db:
+            await db.execute("UPDATE stories SET note = ? WHERE id = ?", (note, story_id))
 
     async def by_message(self, message_id: int) -> SegmentRecord | None:
         rows = await self.store.fetchall(

@@ -314,9 +314,11 @@ async def answer_in_channel(
     *,
     reference: discord.Message | None = None,
     landed: Callable[[Answered], Awaitable[None]] | None = None,
+    journalled: Callable[[], Awaitable[None]] | None = None,
 ) -> Answered | None:
     """Like `answer_with_generation`, for work not started by an interaction (a mention, a
-    story's automatic turn): a new message is sent, the request journalled, and the answer
+    story's automatic turn, a vote's winner): a new message is sent, the request journalled
+    (then `journalled` is awaited: from here a restart finishes the request), and the answer
     streams into the message."""
     request = GenerationRequest(user_id=where.user_id, prompt=task.prompt, params=task.params)
     try:
@@ -331,6 +333,8 @@ async def answer_in_channel(
         handle.cancel()  # nobody will see the answer
         raise
     request_id = await journal(services, task, where, message.id)
+    if journalled is not None:
+        await journalled()
     return await deliver(
         services, task, handle, where, message.edit, request_id=request_id, landed=landed
     )

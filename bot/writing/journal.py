@@ -72,11 +72,13 @@ async def task_for(services: Services, writer: StoryWriter, row: RequestRecord) 
             return None
         inputs = row.task.get("inputs") or {}
         length = inputs.get("length")
+        character = inputs.get("as")
         return await writer.next_part(
             story,
             where_of(row),
             inputs.get("direction"),
             length if isinstance(length, str) else "medium",
+            character if isinstance(character, str) else None,
         )
     params = row.task.get("params")
     inputs = row.task.get("inputs")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from bot.generation.queue import GenerationQueue
@@ -21,13 +22,26 @@ from bot.generation.types import (
     Prompt,
     SamplingParams,
 )
+from bot.lore.select import render
 from bot.prompts import clean_output
-from bot.prompts.story import LENGTHS, continue_prompt, recap_prompt, story_header
+from bot.prompts.story import (
+    LENGTHS,
+    continue_prompt,
+    directions_prompt,
+    one_direction,
+    recap_prompt,
+    story_header,
+)
 from bot.services import Services
 from bot.store import SegmentRecord, Stories, StoryRecord
+from bot.writing.lore import Worlds
 from bot.writing.run import Answered, Task, Where
 
 log = logging.getLogger(__name__)
+
+
+def _gist(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.casefold()))
 
 
 def _segment_text(segment: SegmentRecord) -> str:
@@ -50,11 +64,14 @@ class StoryContext:
         self.budget = budget
         self.count = count_tokens or queue.engine.count_tokens
 
-    async def window(self, story: StoryRecord, user_id: int) -> tuple[StoryRecord, list[str]]:
-        """The story (with an up-to-date summary) and the recent segments that fit the budget."""
+    async def window(
+        self, story: StoryRecord, user_id: int, reserve: int = 0
+    ) -> tuple[StoryRecord, list[str]]:
+        """The story (with an up-to-date summary) and the recent segments that fit the budget,
+        less `reserve` tokens (the lore and the author's note)."""
         segments = await self.stories.segments(story.id, after=story.summary_upto)
         texts = [_segment_text(s) for s in segments]
-        used = self.count(story.summary) + self.count(story_header(story))
+        used = self.count(story.summary) + self.count(story_header(story)) + reserve
         recent: list[str] = []
         for text in reversed(texts):
             cost = self.count(text) + 2
@@ -130,6 +147,9 @@ class StoryWriter:
         self.context = StoryContext(
             services.stories, services.queue, budget=services.settings.story_context_tokens
         )
+        self.worlds = Worlds(
+            services.lore, services.stories, services.settings, services.queue.engine.count_tokens
+        )
         self._turns: dict[int, asyncio.Lock] = {}
 
     def turn(self, story_id: int) -> asyncio.Lock:
@@ -144,33 +164,106 @@ class StoryWriter:
         where: Where,
         direction: str | None = None,
         length: str = "medium",
+        character: str | None = None,
     ) -> Task:
-        """The task that writes the story's next part, in the channel's persona and sampling."""
-        story, recent = await self.context.window(story, where.user_id)
-        prefs = await self.services.preferences.for_channel(where.guild_id, where.channel_id)
-        prompt = continue_prompt(
-            story, recent, direction=direction, length=length, persona=prefs.persona
+        """The task that writes the story's next part, in the channel's persona and sampling,
+        with the lore its last parts and the direction call for; as `character` if named (a
+        character of the story's lorebook; an unknown name is written as given)."""
+        speaker = await self.worlds.character(story, character) if character else None
+        lore = await self.worlds.for_story(
+            story, direction or "", first=[speaker] if speaker else ()
         )
+        block = render(lore)
+        reserve = (self.worlds.count(block) if block else 0) + (
+            self.worlds.count(story.note) + 8 if story.note else 0
+        )
+        story, recent = await self.context.window(story, where.user_id, reserve)
+        prefs = await self.services.preferences.for_channel(where.guild_id, where.channel_id)
+        voice: tuple[str, str] | None = None
+        if speaker is not None:
+            voice = (speaker.name, speaker.voice)
+        elif character:
+            voice = (character, "")
+        prompt = continue_prompt(
+            story,
+            recent,
+            direction=direction,
+            length=length,
+            persona=prefs.persona,
+            lore=block,
+            character=voice,
+        )
+        part = len(recent) + 1
         return Task(
             command="story",
-            title=f"{story.title} · part {len(recent) + 1}",
+            title=f"{story.title} · part {part}" + (f" · as {voice[0]}" if voice else ""),
             prompt=prompt,
             params=prefs.sampling(LENGTHS[length][1]),
             finish=clean_output,
-            inputs={"story_id": story.id, "direction": direction, "length": length},
+            inputs={
+                "story_id": story.id,
+                "direction": direction,
+                "length": length,
+                "as": character,
+                "lore": lore.names,
+            },
         )
 
     async def recap(self, story: StoryRecord, user_id: int) -> Task:
         """The task that writes a short recap of the whole story so far."""
-        story, recent = await self.context.window(story, user_id)
+        lore = await self.worlds.for_story(story)
+        block = render(lore)
+        story, recent = await self.context.window(story, user_id, self.worlds.count(block))
         return Task(
             command="recap",
             title=f"The story so far · {story.title}",
-            prompt=recap_prompt(story, recent),
+            prompt=recap_prompt(story, recent, block),
             params=SamplingParams(max_new_tokens=160, temperature=0.6, repetition_penalty=1.15),
-            inputs={"story_id": story.id},
+            inputs={"story_id": story.id, "lore": lore.names},
             finish=clean_output,
         )
+
+    async def directions(
+        self, story: StoryRecord, user_id: int, count: int, taken: list[str]
+    ) -> list[str]:
+        """Up to `count` directions the story could take next, for a vote: one sentence each,
+        drawn side by side, unlike each other and unlike `taken`. Fewer (even none) when the
+        model's drafts are unusable: the caller says so, nothing is made up in their place.
+
+        One request toward the person's limits (`QueueRefused` if it cannot be taken); the
+        other drafts are its parts. Every draft still running is cancelled on return."""
+        lore = render(await self.worlds.for_story(story))
+        async with self.turn(story.id):  # a fold of the summary is one turn's work at a time
+            story, recent = await self.context.window(story, user_id, self.worlds.count(lore))
+        prompt = directions_prompt(story, recent, lore)
+        params = SamplingParams(
+            max_new_tokens=48, temperature=0.95, top_p=0.95, repetition_penalty=1.2, stop=("\n",)
+        )
+        handles = [self.services.queue.submit(GenerationRequest(user_id, prompt, params))]
+        seen = {_gist(t) for t in taken}
+        found: list[str] = []
+        try:
+            handles += [
+                self.services.queue.submit(
+                    GenerationRequest(user_id, prompt, params), count_for_user=False
+                )
+                for _ in range(count * 3 - 1)
+            ]
+            for handle in handles:
+                try:
+                    text = one_direction((await handle.result()).text)
+                except GenerationError as error:
+                    log.info("story %s: a direction draft failed (%r)", story.id, error)
+                    continue
+                if text and _gist(text) not in seen:
+                    seen.add(_gist(text))
+                    found.append(text)
+                if len(found) == count:
+                    break
+        finally:
+            for handle in handles:
+                handle.cancel()
+        return found
 
     def lands_in(self, story: StoryRecord, where: Where) -> Callable[[Answered], Awaitable[None]]:
         """What keeps a shown answer as the story's next part (once, however often called)."""

@@ -15,6 +15,7 @@ from typing import Any
 from bot.config import Settings
 from bot.generation.types import Prompt, SamplingParams
 from bot.images.measure import ImageFacts
+from bot.lore.select import NO_WORLD, World
 from bot.prompts import FORMS, art, clean_output, prosody
 from bot.prompts.brainstorm import expand_prompt, item_prompt, number, parse_ideas
 from bot.prompts.chat import chat_prompt
@@ -37,6 +38,7 @@ from bot.prompts.critique import (
 from bot.prompts.poems import acrostic_word, poem_line_prompt
 from bot.prompts.refine import KINDS as REFINE_KINDS
 from bot.prompts.refine import refine_prompt
+from bot.prompts.story import with_lore
 from bot.store import GenerationRecord
 from bot.writing.compose import Slot, line_params, slots_for, write_list, write_poem
 from bot.writing.run import Drafts, Task
@@ -104,7 +106,12 @@ def poem_task(
 
 
 def brainstorm_task(
-    settings: Settings, topic: str, count: int, kind: str, channel: SamplingParams | None = None
+    settings: Settings,
+    topic: str,
+    count: int,
+    kind: str,
+    channel: SamplingParams | None = None,
+    world: World = NO_WORLD,
 ) -> Task:
     """`count` numbered ideas of `kind` about `topic`, written item by item: the numbering is
     the program's, each item ends at its line, and repeats and rambles give way to another
@@ -120,7 +127,7 @@ def brainstorm_task(
     params = with_channel(own, channel, candidates=True)
 
     def prompt_for(have: list[str]) -> Prompt:
-        return item_prompt(topic, count, kind, have)
+        return with_lore(item_prompt(topic, count, kind, have), world.text)
 
     async def compose(drafts: Drafts) -> str:
         return number(await write_list(drafts.draw, drafts.show, prompt_for, params, count, topic))
@@ -130,7 +137,13 @@ def brainstorm_task(
         title=f"{count} {kind} · {' '.join(topic.split())[:200]}",
         prompt=prompt_for([]),
         params=params,
-        inputs={"topic": topic, "count": count, "kind": kind, **_channel_inputs(channel)},
+        inputs={
+            "topic": topic,
+            "count": count,
+            "kind": kind,
+            **_channel_inputs(channel),
+            **world.inputs(),
+        },
         finish=lambda text: number(parse_ideas(text)[:count]),
         compose=compose,
         shortfall=lambda text: shortfall(len(parse_ideas(text)), count),
@@ -367,13 +380,14 @@ def scene_task(
     characters: str,
     situation: str | None,
     channel: SamplingParams | None = None,
+    world: World = NO_WORLD,
 ) -> Task:
-    """A short scene in screenplay form."""
+    """A short scene in screenplay form (with the world's lore on its characters and place)."""
     cues = character_cues(characters)
     return Task(
         command="scene",
         title=f"Scene · {' '.join(setting.split())[:200]}",
-        prompt=scene_prompt(setting, characters, situation),
+        prompt=with_lore(scene_prompt(setting, characters, situation), world.text),
         params=with_channel(
             SamplingParams(
                 max_new_tokens=min(300, settings.max_new_tokens * 2),
@@ -388,6 +402,7 @@ def scene_task(
             "characters": characters,
             "situation": situation,
             **_channel_inputs(channel),
+            **world.inputs(),
         },
         # only the characters asked for speak: a speech by anyone else is left out
         finish=lambda text: only_named(clean_output(text), cues),
@@ -402,14 +417,15 @@ def chat_task(
     persona: str = "",
     earlier: str | None = None,
     params: SamplingParams | None = None,
+    world: World = NO_WORLD,
 ) -> Task:
     """The channel's persona answering `text` (optionally in reply to its own `earlier` output)."""
     return Task(
         command="chat",
         title="LLMOS",
-        prompt=chat_prompt(text, persona=persona, earlier=earlier),
+        prompt=with_lore(chat_prompt(text, persona=persona, earlier=earlier), world.text),
         params=params or SamplingParams(max_new_tokens=min(160, settings.max_new_tokens)),
-        inputs={"text": text, "persona": persona, "earlier": earlier},
+        inputs={"text": text, "persona": persona, "earlier": earlier, **world.inputs()},
         finish=clean_output,
     )
 
@@ -424,7 +440,12 @@ BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
         settings, inputs["topic"], inputs["form"], inputs.get("style"), _channel(inputs)
     ),
     "brainstorm": lambda settings, inputs: brainstorm_task(
-        settings, inputs["topic"], int(inputs["count"]), inputs["kind"], _channel(inputs)
+        settings,
+        inputs["topic"],
+        int(inputs["count"]),
+        inputs["kind"],
+        _channel(inputs),
+        World.from_inputs(inputs),
     ),
     "critique": lambda settings, inputs: critique_task(
         settings, inputs["text"], inputs["focus"], inputs["tone"], _channel(inputs)
@@ -443,9 +464,14 @@ BUILDERS: dict[str, Callable[[Settings, dict[str, Any]], Task]] = {
         inputs["characters"],
         inputs.get("situation"),
         _channel(inputs),
+        World.from_inputs(inputs),
     ),
     "chat": lambda settings, inputs: chat_task(
-        settings, inputs["text"], inputs.get("persona", ""), inputs.get("earlier")
+        settings,
+        inputs["text"],
+        inputs.get("persona", ""),
+        inputs.get("earlier"),
+        world=World.from_inputs(inputs),
     ),
     "expand": lambda settings, inputs: expand_task(
         settings, inputs["topic"], inputs["idea"], int(inputs["index"]), _channel(inputs)
