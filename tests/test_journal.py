@@ -210,17 +210,53 @@ async def test_a_cancelled_transaction_leaves_none_open(tmp_path: Path) -> None:
         assert rows[0][0] >= 9
 
 
+async def old_story_with_parts(store: Store, *texts: str) -> tuple[int, int]:
+    """A story with parts by the bot, written as the bot wrote them before migration 0004
+    (positions from the parts themselves); its id and the last part's generation id."""
+    story = await Stories(store).start(
+        guild_id=1, channel_id=2, title="T", premise="P", genre=None, created_by=3
+    )
+    generation_id = 0
+    for position, text in enumerate(texts, 1):
+        _, generation_id = await store.save_output(gen(command="story"))
+        async with store.transaction() as db:
+            await db.execute(
+                "INSERT INTO story_segments (story_id, channel_id, author_id, text, position,"
+                " source, generation_id, created_at) VALUES (?, 2, NULL, ?, ?, 'bot', ?, 'x')",
+                (story.id, text, position, generation_id),
+            )
+    return story.id, generation_id
+
+
 async def test_migration_0003_on_a_database_with_stories(tmp_path: Path) -> None:
     """A database from before the journal takes it, its story parts as they were."""
     before = copy_migrations(tmp_path / "migrations", "0001_initial.sql", "0002_votes.sql")
     path = tmp_path / "db.sqlite3"
     async with Store.open(path, migrations_dir=before) as store:
-        story_id, generation_id = await story_with_a_part(store, "Part.")
+        story_id, generation_id = await old_story_with_parts(store, "Part.")
     async with Store.open(path) as store:
         states = {
             s.migration.name: s.applied_at is not None for s in await store.migration_status()
         }
-        assert states == {"initial": True, "votes": True, "requests": True}
+        assert states == {"initial": True, "votes": True, "requests": True, "story_worlds": True}
         parts = await Stories(store).segments(story_id)
         assert [(p.text, p.generation_id) for p in parts] == [("Part.", generation_id)]
         assert await Requests(store).unfinished() == []
+
+
+async def test_migration_0004_keeps_a_storys_parts_and_goes_on_after_them(tmp_path: Path) -> None:
+    """Stories from before story worlds: their parts as they were, the position counter set
+    from them (a new part goes after the last), no note, no parent."""
+    names = ("0001_initial.sql", "0002_votes.sql", "0003_requests.sql")
+    before = copy_migrations(tmp_path / "migrations", *names)
+    path = tmp_path / "db.sqlite3"
+    async with Store.open(path, migrations_dir=before) as store:
+        story_id, _ = await old_story_with_parts(store, "One.", "Two.")
+    async with Store.open(path) as store:
+        stories = Stories(store)
+        story = await stories.get(story_id)
+        assert story is not None
+        assert (story.last_position, story.note, story.parent_id) == (2, "", None)
+        await stories.add(story_id, channel_id=2, author_id=3, text="Three.", source="user")
+        parts = await stories.segments(story_id)
+        assert [(p.text, p.position) for p in parts] == [("One.", 1), ("Two.", 2), ("Three.", 3)]
