@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run playground test stress bench eval eval-lore lint format db-status db-upgrade clean
+.PHONY: run playground test stress bench eval eval-lore eval-learning train lint format db-status db-upgrade clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,16 @@ eval: $(STAMP)
 # Does the lorebook keep a 300-part story's facts straight? 20 continuations with and without.
 eval-lore: $(STAMP)
 	$(PY) -m tools.lore_eval
+
+# Train an adapter (and a reward model) on every server's feedback: SFT and DPO on a LoRA adapter,
+# judged on held-out pairs and form compliance; then `python -m bot model promote ID`. For one
+# server: `.venv/bin/python -m bot train --server ID`.
+train: $(STAMP)
+	$(PY) -m bot train
+
+# Does training on votes teach the taste? A synthetic server on the configured model (minutes).
+eval-learning: $(STAMP)
+	$(PY) -m tools.learn_eval
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

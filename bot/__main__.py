@@ -1,4 +1,6 @@
-"""The launcher: `python -m bot` (or `llmos`) runs the bot; `python -m bot db status|upgrade`.
+"""The launcher: `python -m bot` (or `llmos`) runs the bot; `python -m bot db status|upgrade`;
+`python -m bot train` trains an adapter on the servers' feedback; `python -m bot model
+list|promote ID|rollback` manages which one serves.
 
 Start-up order: settings, logging, database (migrated), model, queue, Discord. Each resource
 is opened with `async with` and closed in reverse order, also on SIGINT/SIGTERM.
@@ -100,6 +102,89 @@ async def db_command(settings: Settings, action: str) -> int:
     return 0
 
 
+async def train_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Train, judge and register an adapter (and a reward model); print progress and the verdict."""
+    from bot.generation.loader import ModelLoadError
+    from bot.learning.data import TooLittleData
+    from bot.learning.train import Hyper, train
+
+    def on_log(stage: str, logs: dict[str, float]) -> None:
+        if "loss" in logs:
+            print(
+                f"  {stage} step {int(logs.get('step', 0)):>4}  loss {logs['loss']:.4f}", flush=True
+            )
+
+    hyper = Hyper(learning_rate=args.lr, epochs=args.epochs, max_steps=args.steps, lora_r=args.rank)
+    async with Store.open(settings.database_path) as store:
+        try:
+            trained = await train(
+                settings,
+                store,
+                args.server,
+                hyper=hyper,
+                poems=args.poems,
+                min_pairs=args.min_pairs,
+                reward=not args.no_reward,
+                on_log=on_log,
+            )
+        except TooLittleData as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        except ModelLoadError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    print(f"Adapter {trained.generator.id} written to {trained.generator.path}.")
+    if trained.reward is not None:
+        print(f"Reward model {trained.reward.id}: {trained.reward.verdict}")
+    if trained.generator.promotable:
+        print(f"Promote it with: python -m bot model promote {trained.generator.id}")
+    return 0
+
+
+async def model_command(settings: Settings, args: argparse.Namespace) -> int:
+    """List adapters, promote one, or roll back (the running bot picks the change up)."""
+    from bot.generation.base import AdapterRefused
+    from bot.learning.admin import check_promotion, describe
+    from bot.store.models import EVERY_SERVER, Kind, Models, NothingToRollBack
+
+    scope = args.server if getattr(args, "server", None) is not None else EVERY_SERVER
+    async with Store.open(settings.database_path) as store:
+        models = Models(store)
+        if args.action == "list":
+            records = await models.all()
+            if not records:
+                print("No adapters yet. Train one with `make train` (python -m bot train).")
+            in_force = await models.in_force()
+            for record in records:
+                print(await describe(models, record, in_force))
+            return 0
+        if args.action == "promote":
+            chosen = await models.get(args.id)
+            try:
+                await asyncio.to_thread(
+                    check_promotion, settings, chosen, args.id, scope, args.force
+                )
+            except AdapterRefused as exc:
+                print(f"Not promoted: {exc}", file=sys.stderr)
+                return 1
+            kind: Kind = "reward" if chosen and chosen.kind == "reward" else "generator"
+            await models.promote(args.id, scope=scope, kind=kind, forced=args.force)
+            where = "every server" if scope == EVERY_SERVER else f"server {scope}"
+            print(
+                f"{args.id} now serves {where}. A running bot picks it up within "
+                f"{settings.adapter_poll_seconds:g} s."
+            )
+            return 0
+        try:
+            after = await models.rollback(scope=scope, kind=args.kind)
+        except NothingToRollBack:
+            print("Nothing to roll back: no promotion is in force there.", file=sys.stderr)
+            return 1
+        now = after.adapter_id if after and after.adapter_id else "the base model"
+        print(f"Rolled back. Now serving: {now}.")
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmos", description="The LLMOS Discord bot.")
     sub = parser.add_subparsers(dest="command")
@@ -107,6 +192,25 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("playground", help="try the bot in this terminal, against a local Discord")
     db = sub.add_parser("db", help="database migrations")
     db.add_argument("action", choices=("status", "upgrade"))
+    train = sub.add_parser("train", help="train an adapter on the servers' feedback")
+    train.add_argument("--server", type=int, help="one server's feedback (default: all servers)")
+    train.add_argument("--steps", type=int, default=0, help="optimiser steps per stage (0: epochs)")
+    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--lr", type=float, default=2e-4, help="learning rate")
+    train.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    train.add_argument("--poems", type=int, default=8, help="poems for form compliance (0: skip)")
+    train.add_argument("--min-pairs", type=int, default=10)
+    train.add_argument("--no-reward", action="store_true", help="skip the reward model")
+    model = sub.add_parser("model", help="list, promote or roll back adapters")
+    actions = model.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every adapter, its metrics and where it serves")
+    promote = actions.add_parser("promote", help="serve an adapter")
+    promote.add_argument("id")
+    promote.add_argument("--server", type=int, help="for one server (default: every server)")
+    promote.add_argument("--force", action="store_true", help="even if it failed its evaluation")
+    rollback = actions.add_parser("rollback", help="return to what served before")
+    rollback.add_argument("--server", type=int, help="one server (default: every server)")
+    rollback.add_argument("--kind", choices=("generator", "reward"), default="generator")
     args = parser.parse_args(argv)
 
     try:
@@ -120,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "db":
             return asyncio.run(db_command(settings, args.action))
+        if args.command == "train":
+            return asyncio.run(train_command(settings, args))
+        if args.command == "model":
+            return asyncio.run(model_command(settings, args))
         if args.command == "playground":
             from bot.playground import run_playground
 

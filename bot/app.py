@@ -23,6 +23,7 @@ EXTENSIONS = (
     "cogs.critique",
     "cogs.feedback",
     "cogs.lore",
+    "cogs.model",
     "cogs.privacy",
     "cogs.refine",
     "cogs.settings",

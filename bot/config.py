@@ -38,6 +38,8 @@ class Settings:
     engine: str = "auto"
     database_path: Path = Path("data/llmos.sqlite3")
     model_cache_dir: Path = Path("data/models")
+    adapter_dir: Path = Path("data/adapters")
+    adapter_poll_seconds: float = 10.0
     sync_commands: str = "global"
     log_level: str = "INFO"
     max_queue: int = 64
@@ -149,6 +151,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "ENGINE": _choice("ENGINE", ENGINES),
     "DATABASE_PATH": lambda raw: Path(_nonempty("DATABASE_PATH")(raw)),
     "MODEL_CACHE_DIR": lambda raw: Path(_nonempty("MODEL_CACHE_DIR")(raw)),
+    "ADAPTER_DIR": lambda raw: Path(_nonempty("ADAPTER_DIR")(raw)),
+    "ADAPTER_POLL_SECONDS": _float("ADAPTER_POLL_SECONDS", 0.5, 3600.0),
     "SYNC_COMMANDS": _sync,
     "LOG_LEVEL": _choice("LOG_LEVEL", LOG_LEVELS, upper=True),
     "MAX_QUEUE": _int("MAX_QUEUE", 1, 10_000),

@@ -13,11 +13,14 @@ from typing import Any
 from bot.config import Settings
 from bot.generation.base import Engine
 from bot.generation.queue import GenerationQueue
+from bot.generation.types import GenerationRequest
+from bot.learning.serving import Adapters, base_folder
 from bot.limits import Limits
 from bot.preferences import Preferences
 from bot.store import Requests, Store, Stories
 from bot.store.feedback import Feedback
 from bot.store.lore import Lore
+from bot.store.models import Models
 from bot.store.votes import Votes
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,9 @@ class Services:
     requests: Requests
     lore: Lore
     votes: Votes
+    models: Models
+    # The adapters and reward models in force per server (`bot.learning.serving`).
+    adapters: Adapters
     # The vision lane: a queue in front of a vision-language model, when one is configured.
     vision: GenerationQueue | None = None
 
@@ -44,6 +50,13 @@ class Services:
         if getattr(task, "vision", False) and self.vision is not None:
             return self.vision
         return self.queue
+
+    def request_for(self, task: Any, user_id: int, guild_id: int | None) -> GenerationRequest:
+        """The request that starts `task` for `user_id`, written with the adapter in force for
+        `guild_id` (the vision lane has none)."""
+        vision = getattr(task, "vision", False) and self.vision is not None
+        adapter = None if vision else self.adapters.adapter_for(guild_id)
+        return GenerationRequest(user_id, task.prompt, task.params, adapter=adapter)
 
     @classmethod
     def build(
@@ -59,6 +72,13 @@ class Services:
             per_minute=settings.user_requests_per_minute,
             daily_budget=settings.server_daily_budget,
         )
+        models = Models(store)
+        adapters = Adapters(
+            models,
+            queue.engine,
+            base_folder=base_folder(settings),
+            poll_seconds=settings.adapter_poll_seconds,
+        )
         return cls(
             settings=settings,
             store=store,
@@ -70,6 +90,8 @@ class Services:
             requests=Requests(store),
             lore=Lore(store),
             votes=Votes(store),
+            models=models,
+            adapters=adapters,
             vision=vision,
         )
 
@@ -102,4 +124,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             # its own lane: a picture's critique never waits behind a story turn, nor blocks one
             vision = await stack.enter_async_context(lane(seeing))
         queue = await stack.enter_async_context(lane(engine))
-        yield Services.build(settings, store, queue, vision)
+        services = Services.build(settings, store, queue, vision)
+        # the promoted adapters are loaded before the first request, and watched after
+        await stack.enter_async_context(services.adapters)
+        yield services

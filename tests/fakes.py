@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -77,3 +78,17 @@ class ScriptedEngine(Engine):
                 sent.append(chunk)
             out.append(EngineOutput("".join(sent), reason, len(text.split()), len(sent)))  # type: ignore[arg-type]
         return out
+
+
+@dataclass
+class QueuedJob:
+    """An engine job outside the queue: it keeps what was streamed and never stops early."""
+
+    request: GenerationRequest
+    streamed: str = ""
+
+    def emit(self, text: str) -> None:
+        self.streamed += text
+
+    def should_stop(self) -> bool:
+        return False

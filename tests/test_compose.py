@@ -143,3 +143,26 @@ def test_line_params_ask_for_one_line_with_end_and_rhyme_probes() -> None:
     params = line_params(slots_for("limerick")[1], ["dream", "team"])
     assert params.stop == ("\n",) and params.logprobs
     assert params.probes == (*END_PROBES, " dream", " team")
+
+
+async def test_the_reward_model_reorders_near_equals_but_never_beats_the_form() -> None:
+    from bot.writing.compose import Option, reranked
+
+    options = [
+        Option("the harbour lanterns glow", True, -1.00),
+        Option("the harbour evening falls", True, -0.95),
+        Option("a line that misses the form", False, 5.0),
+    ]
+
+    async def likes_lanterns(texts: list[str]) -> list[float]:
+        return [3.0 if "lanterns" in t else (9.0 if "misses" in t else 0.0) for t in texts]
+
+    judged = await reranked(options, likes_lanterns, lambda o: o.text)
+    best = max(judged, key=lambda o: o.rank)
+    assert best.text == "the harbour lanterns glow"  # its taste decides between near equals
+    assert [o.text for o in judged] == [o.text for o in options]
+
+    async def broken(texts: list[str]) -> list[float]:
+        raise RuntimeError("the reward model is gone")
+
+    assert await reranked(options, broken, lambda o: o.text) == options  # one opinion, not a need

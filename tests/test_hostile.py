@@ -143,6 +143,7 @@ COMMANDS = [
     ("lore add", lambda s: {"name": "Pattern", "text": "x", "keys": s, "regex": True}, False),
     ("character add", lambda s: {"name": s, "description": s, "voice": s}, True),
     ("lore show", lambda s: {"name": s}, True),
+    ("model promote", lambda s: {"adapter": s}, True),
 ]
 
 
@@ -158,7 +159,7 @@ async def test_command_options(
     required: bool,
     text: str,
 ) -> None:
-    user = hostile_world.owner if command.startswith("settings") else hostile_world.alice
+    user = hostile_world.owner if command.startswith(("settings", "model")) else hostile_world.alice
     interaction = await hostile_world.emu.slash(
         user,
         hostile_world.channel,

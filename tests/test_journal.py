@@ -238,7 +238,13 @@ async def test_migration_0003_on_a_database_with_stories(tmp_path: Path) -> None
         states = {
             s.migration.name: s.applied_at is not None for s in await store.migration_status()
         }
-        assert states == {"initial": True, "votes": True, "requests": True, "story_worlds": True}
+        assert states == {
+            "initial": True,
+            "votes": True,
+            "requests": True,
+            "story_worlds": True,
+            "models": True,
+        }
         parts = await Stories(store).segments(story_id)
         assert [(p.text, p.generation_id) for p in parts] == [("Part.", generation_id)]
         assert await Requests(store).unfinished() == []

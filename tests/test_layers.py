@@ -3,7 +3,8 @@ light does not import the heavy parts.
 
 The floors, top to bottom (a module may import from its own floor or any floor below):
 the launcher, the cogs, the Discord client, the Discord UI (`bot.ui`), the use cases
-(`bot.writing`), the services, and at the bottom the store, generation, prompts and config.
+(`bot.writing`, and the training that writes with them), the services, and at the bottom the
+store, generation, prompts, config and the adapters' data and serving (`bot.learning`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("cogs",),
     ("bot.app",),
     ("bot.ui",),
-    ("bot.writing",),
+    # training judges an adapter by writing poems with it, as the use cases do
+    ("bot.writing", "bot.learning.train", "bot.learning.evaluate"),
     ("bot.services", "bot.limits", "bot.preferences"),
     (
         "bot.store",

@@ -126,6 +126,29 @@ EXPECTED_SCHEMA = {
         "created_at",
     ],
     "story_ballots": ["vote_id", "user_id", "choice", "updated_at"],
+    "adapters": [
+        "id",
+        "kind",
+        "guild_id",
+        "base_model",
+        "base_hash",
+        "path",
+        "manifest",
+        "promotable",
+        "verdict",
+        "created_at",
+    ],
+    "promotions": [
+        "id",
+        "scope",
+        "kind",
+        "adapter_id",
+        "forced",
+        "promoted_by",
+        "promoted_at",
+        "rolled_back_at",
+    ],
+    "forgotten_rows": ["source", "row_id", "forgotten_at"],
 }
 
 

@@ -22,6 +22,10 @@ from typing import Protocol
 from bot.generation.types import EngineFailure, EngineOutput, GenerationRequest
 
 
+class AdapterRefused(Exception):
+    """An adapter cannot be served; the message says why, for the admin."""
+
+
 class EngineJob(Protocol):
     """The engine's view of one request (implemented by the queue's handle)."""
 
@@ -52,6 +56,22 @@ class Engine(ABC):
         An engine that can run out of memory recognises it here (and frees what it can).
         """
         return EngineFailure
+
+    # Whether `load_adapter` works: LoRA adapters served beside the base model, per request.
+    supports_adapters: bool = False
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Load the LoRA adapter at `path` as `name`, between calls (blocking; seconds).
+
+        Requests whose `adapter` is `name` are then written with it. Raises `AdapterRefused`
+        (with a message for the admin) when this engine cannot, or the folder is unusable.
+        """
+        raise AdapterRefused(f"The {type(self).__name__} cannot load adapters.")
+
+    def fingerprint(self) -> str:
+        """A hash of the base model's weights (blocking): an adapter trained on another base
+        is refused. Empty when the engine cannot tell (a remote server)."""
+        return ""
 
     def count_tokens(self, text: str) -> int:
         """Tokens in `text` for this model (a rough estimate by default)."""

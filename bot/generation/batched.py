@@ -43,7 +43,9 @@ class BatchedEngine(TransformersEngine):
             elif job.request.params.method == "beam":
                 results[index] = super().generate([job])[0]
             else:
-                groups.setdefault(job.request.params.batch_key(), []).append(index)
+                # one adapter per call: requests of different servers' adapters are apart
+                key = (job.request.adapter, *job.request.params.batch_key())
+                groups.setdefault(key, []).append(index)
         for indexes in groups.values():
             group = [jobs[i] for i in indexes]
             try:

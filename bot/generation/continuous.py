@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from bot.generation.base import EngineJob
+from bot.generation.base import AdapterRefused, EngineJob
 from bot.generation.engine import TransformersEngine
 from bot.generation.types import EngineOutput
 
@@ -30,6 +30,13 @@ class ContinuousEngine(TransformersEngine):
     """Streams each request from one shared continuous-batching loop."""
 
     concurrent = True  # new requests join the running loop
+    # transformers' continuous-batching manager runs one set of weights for every request
+    supports_adapters = False
+
+    def load_adapter(self, name: str, path: str) -> None:
+        raise AdapterRefused(
+            "ENGINE=continuous cannot serve adapters; use ENGINE=batched (the default) for them."
+        )
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ template or plain text), `generation_kwargs` (sampling parameters for transforme
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -16,7 +17,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from bot.generation.base import Engine, EngineJob
+from bot.generation.base import AdapterRefused, Engine, EngineJob
 from bot.generation.prefix import PrefixCache
 from bot.generation.types import (
     Cut,
@@ -216,7 +217,14 @@ def generation_kwargs(request: GenerationRequest, tokenizer: Any) -> dict[str, A
 
 
 class TransformersEngine(Engine):
-    """A local transformers model, one request at a time, streaming token by token."""
+    """A local transformers model, one request at a time, streaming token by token.
+
+    LoRA adapters (`load_adapter`) are served beside the base model: each `generate` call
+    writes one adapter's requests (or the base model's), switched under the same lock that
+    keeps calls apart, so no answer is written half by one adapter and half by another.
+    """
+
+    supports_adapters = True
 
     def __init__(
         self, model: Any, tokenizer: Any, *, model_name: str, prefix_cache_mb: int = 256
@@ -230,6 +238,84 @@ class TransformersEngine(Engine):
         )
         self.context_length = int(getattr(model.config, "max_position_embeddings", None) or 2048)
         self._lock = threading.Lock()  # generate() is not re-entrant
+        self.adapters: dict[str, str] = {}  # loaded LoRA adapters: name -> folder
+        self._peft: Any = None  # the peft model wrapping `model`, once an adapter is loaded
+        self._fingerprint: str | None = None
+
+    def load_adapter(self, name: str, path: str) -> None:
+        self.fingerprint()  # of the base weights, before any adapter is in the model
+        with self._lock:  # between generate calls
+            if name in self.adapters:
+                return
+            try:
+                self._add_adapter(name, path)
+            except Exception as exc:  # peft and safetensors raise many kinds
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                raise AdapterRefused(
+                    f"The adapter {name} could not be loaded ({type(exc).__name__}: {first})."
+                ) from exc
+            finally:
+                self._use(None)  # a newly loaded adapter becomes active; the base is the default
+            self.adapters[name] = path
+
+    def _add_adapter(self, name: str, path: str) -> None:
+        """Put the adapter at `path` into the model, or leave the model as it was.
+
+        peft's own API: transformers' adapter methods want a newer peft than PyPI has. The LoRA
+        layers go into `self.model` in place, so it keeps generating itself. A file that fails
+        part-way (one tensor of the wrong shape) has copied some tensors already: the adapter
+        is taken out again, so a refused adapter never changes what the base model writes.
+        """
+        from peft import PeftConfig, PeftModel
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        config = PeftConfig.from_pretrained(path)
+        if self._peft is None:
+            fresh = PeftModel(self.model, config, adapter_name=name)  # LoRA layers, B = 0
+            try:
+                set_peft_model_state_dict(fresh, load_peft_weights(path, device="cpu"), name)
+            except BaseException:
+                fresh.unload()  # the injected layers out again: the base model as it was
+                raise
+            fresh.eval()
+            self._peft = fresh
+            return
+        try:
+            self._peft.load_adapter(path, adapter_name=name)
+        except BaseException:
+            if name in self._peft.peft_config:
+                self._peft.delete_adapter(name)
+            raise
+
+    def _use(self, adapter: str | None) -> None:
+        """Make `adapter` (None: the base model) the one the model writes with (under the lock)."""
+        if self._peft is None:
+            if adapter is not None:
+                raise EngineFailure(f"adapter {adapter} is not loaded")
+            return
+        lora = self._peft.base_model
+        if adapter is None:
+            lora.disable_adapter_layers()
+            return
+        if adapter not in self.adapters:
+            raise EngineFailure(f"adapter {adapter} is not loaded")
+        lora.enable_adapter_layers()
+        lora.set_adapter(adapter)
+
+    def fingerprint(self) -> str:
+        """sha256 of the base weights rounded to bfloat16: the same for a float32 and a
+        bfloat16 load of one checkpoint, different for any other base."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            with torch.no_grad():
+                for name, tensor in sorted(self.model.state_dict().items()):
+                    if "lora_" in name:
+                        continue
+                    digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+                    rounded = tensor.detach().to("cpu", torch.bfloat16).contiguous()
+                    digest.update(rounded.view(torch.int16).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def failure(self, exc: BaseException) -> type[EngineFailure]:
         return torch_failure(exc)
@@ -255,7 +341,7 @@ class TransformersEngine(Engine):
         return ids
 
     def _run(self, jobs: Sequence[EngineJob]) -> list[EngineOutput]:
-        """Decode `jobs` (equal `batch_key`s) in one `generate` call, left-padded.
+        """Decode `jobs` (equal `batch_key`s and adapters) in one `generate` call, left-padded.
 
         Rows reading the same prompt (candidates for one slot, or a single request) share one
         read of it, and of any kept prefix of it (`PrefixCache`). Beam search runs one job at
@@ -276,10 +362,12 @@ class TransformersEngine(Engine):
         kwargs["max_new_tokens"] = max(j.request.params.max_new_tokens for j in jobs)
         if first.logprobs:
             kwargs.update(output_logits=True, return_dict_in_generate=True)
+        adapter = jobs[0].request.adapter
         with self._lock, torch.inference_mode():
+            self._use(adapter)
             shared = not beam and width > 1 and all(r == rows[0] for r in rows)
             if shared and self.prefix_cache is not None:
-                cache = self.prefix_cache.prefill(rows[0])
+                cache = self.prefix_cache.prefill(rows[0], adapter=adapter)
                 if len(rows) > 1:
                     cache.batch_repeat_interleave(len(rows))
                 kwargs["cache"] = cache

@@ -46,7 +46,9 @@ class PrefixCache:
     def __init__(self, model: Any, *, max_bytes: int = 256 * 2**20) -> None:
         self.model = model
         self.max_bytes = max_bytes
-        self._kept: OrderedDict[tuple[int, ...], tuple[Any, int]] = OrderedDict()
+        # keyed by (adapter, prompt ids): a prompt read through one LoRA adapter has other keys
+        # and values than the same prompt read by the base model
+        self._kept: OrderedDict[tuple[str | None, tuple[int, ...]], tuple[Any, int]] = OrderedDict()
         self.read = 0  # prompt tokens run through the model
         self.reused = 0  # prompt tokens found already read
 
@@ -54,13 +56,16 @@ class PrefixCache:
     def bytes(self) -> int:
         return sum(size for _cache, size in self._kept.values())
 
-    def prefill(self, ids: list[int]) -> Any:
-        """A fresh cache holding `ids[:-1]`, for `generate(input_ids=ids, cache=...)`."""
+    def prefill(self, ids: list[int], *, adapter: str | None = None) -> Any:
+        """A fresh cache holding `ids[:-1]`, for `generate(input_ids=ids, cache=...)`, read
+        with `adapter` (the LoRA adapter active on the model; None: the base model)."""
         head = ids[:-1]
-        best: tuple[int, ...] | None = None
+        best: tuple[str | None, tuple[int, ...]] | None = None
         length = 0
         for key in self._kept:
-            common = _common(key, head)
+            if key[0] != adapter:
+                continue
+            common = _common(key[1], head)
             if common > length:
                 best, length = key, common
         cache = None
@@ -79,16 +84,21 @@ class PrefixCache:
             self.model(input_ids=rest, cache=cache, use_cache=True)
         self.read += len(head) - length
         self.reused += length
-        if head and tuple(head) not in self._kept:
-            self._keep(tuple(head), copy.deepcopy(cache))
+        if head and (adapter, tuple(head)) not in self._kept:
+            self._keep((adapter, tuple(head)), copy.deepcopy(cache))
         return cache
 
-    def _keep(self, key: tuple[int, ...], cache: Any) -> None:
+    def _keep(self, key: tuple[str | None, tuple[int, ...]], cache: Any) -> None:
         size = _nbytes(cache)
         if size > self.max_bytes:
             return
         # a prompt that only extends a kept one replaces it: the kept one is its prefix
-        for old in [k for k in self._kept if len(k) < len(key) and key[: len(k)] == k]:
+        adapter, ids = key
+        for old in [
+            k
+            for k in self._kept
+            if k[0] == adapter and len(k[1]) < len(ids) and ids[: len(k[1])] == k[1]
+        ]:
             del self._kept[old]
         self._kept[key] = (cache, size)
         while self.bytes > self.max_bytes:

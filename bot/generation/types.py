@@ -109,6 +109,8 @@ class GenerationRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     timeout: float | None = None  # seconds of generation; None: the queue's default
     id: str = field(default_factory=_new_id)
+    # The LoRA adapter to write with (its id, see `bot.learning.serving`); None: the base model.
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

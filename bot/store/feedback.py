@@ -48,6 +48,27 @@ class Stats:
 
 
 @dataclass(frozen=True, slots=True)
+class Example:
+    """One training example (a TRL row) and where it came from."""
+
+    output_id: int
+    row: dict[str, Any]
+    generation_ids: tuple[int, ...]
+    feedback_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Examples:
+    pairs: list[Example]  # preference pairs: prompt, chosen, rejected
+    sft: list[Example]  # kept answers: messages
+
+
+def _ids(*rows: Any) -> tuple[int, ...]:
+    """The feedback ids of generation rows (`feedback_ids`: comma-separated, or NULL)."""
+    return tuple(sorted({int(i) for r in rows for i in (r["feedback_ids"] or "").split(",") if i}))
+
+
+@dataclass(frozen=True, slots=True)
 class Forgotten:
     """What `forget` removed or anonymised."""
 
@@ -148,27 +169,34 @@ class Feedback:
 
     async def export(self, guild_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Training data from a server: (preference pairs, SFT examples), in TRL's
-        conversational format.
+        conversational format (see `examples`)."""
+        found = await self.examples(guild_id)
+        return [p.row for p in found.pairs], [e.row for e in found.sft]
+
+    async def examples(self, guild_id: int | None) -> Examples:
+        """What people said, as training examples, from one server (None: every server).
 
         A pair's prompt is the output's first request; "chosen" is a kept or up-voted
         alternative, "rejected" a down-voted one, or any other alternative of an output whose
-        kept alternative was chosen over it. SFT examples are the kept alternatives.
+        kept alternative was chosen over it. SFT examples are the kept alternatives. Each
+        example carries the generation and feedback ids it came from.
         """
+        where, params = ("o.guild_id = ?", (guild_id,)) if guild_id is not None else ("1", ())
         rows = await self.store.fetchall(
             "SELECT g.id, g.output_id, g.prompt, g.output,"
             " COALESCE(SUM(CASE WHEN f.kind = 'vote' THEN CAST(f.value AS INTEGER) END), 0)"
-            " AS score, COALESCE(MAX(f.kind = 'keep'), 0) AS kept"
+            " AS score, COALESCE(MAX(f.kind = 'keep'), 0) AS kept,"
+            " GROUP_CONCAT(CASE WHEN f.kind IN ('vote', 'keep') THEN f.id END) AS feedback_ids"
             " FROM generations g JOIN outputs o ON o.id = g.output_id"
             " LEFT JOIN feedback f ON f.generation_id = g.id"
-            " WHERE o.guild_id = ? GROUP BY g.id ORDER BY g.output_id, g.id",
-            (guild_id,),
+            f" WHERE {where} GROUP BY g.id ORDER BY g.output_id, g.id",
+            params,
         )
         by_output: dict[int, list[Any]] = defaultdict(list)
         for row in rows:
             by_output[row["output_id"]].append(row)
-        pairs: list[dict[str, Any]] = []
-        sft: list[dict[str, Any]] = []
-        for alternatives in by_output.values():
+        found = Examples([], [])
+        for output_id, alternatives in by_output.items():
             prompt = conversation(alternatives[0]["prompt"])
             if prompt is None:
                 continue
@@ -182,15 +210,17 @@ class Feedback:
             for good in chosen:
                 for bad in rejected:
                     if good["output"].strip() != bad["output"].strip():
-                        pairs.append(
-                            {
-                                "prompt": prompt,
-                                "chosen": _said(good["output"]),
-                                "rejected": _said(bad["output"]),
-                            }
-                        )
-            sft += [{"messages": prompt + _said(a["output"])} for a in kept]
-        return pairs, sft
+                        pair: dict[str, Any] = {
+                            "prompt": prompt,
+                            "chosen": _said(good["output"]),
+                            "rejected": _said(bad["output"]),
+                        }
+                        ids = (good["id"], bad["id"])
+                        found.pairs.append(Example(output_id, pair, ids, _ids(good, bad)))
+            for a in kept:
+                kept_row: dict[str, Any] = {"messages": prompt + _said(a["output"])}
+                found.sft.append(Example(output_id, kept_row, (a["id"],), _ids(a)))
+        return found
 
     # -- privacy ------------------------------------------------------------------------------
 
@@ -198,6 +228,19 @@ class Feedback:
         """Delete everything `user_id` asked for or said about outputs, and remove or
         anonymise their story parts. Outputs they requested go with every alternative."""
         async with self.store.transaction() as db:
+            # the ids alone are kept, to mark adapters trained on what is forgotten here
+            now = utcnow()
+            await db.execute(
+                "INSERT OR IGNORE INTO forgotten_rows (source, row_id, forgotten_at)"
+                " SELECT 'feedback', id, ? FROM feedback WHERE user_id = ?",
+                (now, user_id),
+            )
+            await db.execute(
+                "INSERT OR IGNORE INTO forgotten_rows (source, row_id, forgotten_at)"
+                " SELECT 'generation', id, ? FROM generations WHERE user_id = ? OR output_id IN"
+                " (SELECT id FROM outputs WHERE requester_id = ?)",
+                (now, user_id, user_id),
+            )
             votes = await db.execute("DELETE FROM feedback WHERE user_id = ?", (user_id,))
             # the journal keeps a request's inputs until it is pruned
             await db.execute("DELETE FROM requests WHERE user_id = ?", (user_id,))

@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from bot.generation.queue import GenerationHandle
-from bot.generation.types import GenerationRequest, QueueRefused
+from bot.generation.types import QueueRefused
 from bot.services import Services
 from bot.store import NewRequest, StoreBusy
 from bot.ui.controls import REACTIONS, CancelView, controls_for, output_controls
@@ -262,7 +262,7 @@ async def answer_with_generation(
     a short message in place of the output; only finished work is saved. Once deferred, the
     request is journalled: a restart finishes it in the same message.
     """
-    request = GenerationRequest(user_id=interaction.user.id, prompt=task.prompt, params=task.params)
+    request = services.request_for(task, interaction.user.id, interaction.guild_id)
     try:
         await services.limits.admit(interaction.user.id, interaction.guild_id)
         handle = services.queue_for(task).submit(request)
@@ -320,7 +320,7 @@ async def answer_in_channel(
     story's automatic turn, a vote's winner): a new message is sent, the request journalled
     (then `journalled` is awaited: from here a restart finishes the request), and the answer
     streams into the message."""
-    request = GenerationRequest(user_id=where.user_id, prompt=task.prompt, params=task.params)
+    request = services.request_for(task, where.user_id, where.guild_id)
     try:
         await services.limits.admit(where.user_id, where.guild_id)
         handle = services.queue_for(task).submit(request)

@@ -23,7 +23,7 @@ from typing import Any
 import discord
 
 from bot.generation.queue import GenerationHandle
-from bot.generation.types import GenerationRequest, QueueRefused
+from bot.generation.types import QueueRefused
 from bot.services import Services
 from bot.store import RequestRecord
 from bot.ui.controls import controls_for
@@ -183,7 +183,7 @@ class Resumer:
     def _requeue(self, row: RequestRecord, task: Task) -> GenerationHandle:
         # accepted before the restart: not refused, not counted again toward a limit
         return self.services.queue_for(task).submit(
-            GenerationRequest(row.user_id, task.prompt, task.params), count_for_user=False
+            self.services.request_for(task, row.user_id, row.guild_id), count_for_user=False
         )
 
     async def _run(
@@ -335,7 +335,7 @@ class Resumer:
         try:
             await self.services.limits.admit(where.user_id, where.guild_id)
             handle = self.services.queue_for(task).submit(
-                GenerationRequest(where.user_id, task.prompt, task.params)
+                self.services.request_for(task, where.user_id, where.guild_id)
             )
         except QueueRefused as refused:
             await refuse(interaction, refused.user_message)

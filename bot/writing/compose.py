@@ -20,6 +20,7 @@ log-probabilities (a remote server), the most common word that fits.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,8 +31,12 @@ from bot.generation.types import Cut, GenerationResult, Prompt, SamplingParams
 from bot.prompts import prosody
 from bot.prompts.prosody import FUNCTION_WORDS, METERS
 
+log = logging.getLogger(__name__)
+
 Draw = Callable[[Prompt, SamplingParams, int], Awaitable[list[GenerationResult]]]
 Show = Callable[[str], Awaitable[object]]
+# The server's reward model on candidate texts (higher: more to its taste); see `Drafts.rank`.
+Rank = Callable[[list[str]], Awaitable[list[float]]]
 
 # Candidates a slot; rounds before the nearest option is kept. Four rows cost about 1.5 times
 # one on the 2-core dev CPU (a 135M model is bound by per-step overhead).
@@ -43,6 +48,11 @@ END_PROBES = ("\n", ",", ".", "!", "?", ";")
 RHYME_POOL = 60
 # Unknown for an appended rhyme word: whether the line could end after it.
 _APPENDED_END = -2.5
+# The reward model's say, in standard deviations among a round's options, against fluency and
+# topic (a few tenths apart between good options): enough to reorder near equals, never to
+# make a line that misses its form win (form comes first in `Option.rank`).
+REWARD_WEIGHT = 1.0
+RERANKED = 6  # options a round shows the reward model (one forward pass each)
 _NOT_VERSE = re.compile(r"[0-9|#*@<>\[\]{}()_=/\\:]|http")
 
 
@@ -224,10 +234,12 @@ async def write_poem(
     slots: Sequence[Slot],
     topic: str,
     params_for: Callable[[Slot, Sequence[str]], SamplingParams] | None = None,
+    rank: Rank | None = None,
 ) -> str:
     """Write `slots` one line at a time; `prompt_for(lines, letter)` is the prompt for the next
     line after `lines`, which the answer begins with `letter`; `params_for(slot, pool)` its
-    sampling (by default `line_params`)."""
+    sampling (by default `line_params`); `rank` the server's reward model, which sees the poem
+    so far with each of the best options."""
     params_for = params_for or line_params
     lines: list[str] = []
     words = content_words(topic)
@@ -254,6 +266,8 @@ async def write_poem(
                 earlier=lines,
                 topic=words,
             )
+            if rank is not None:
+                options = await reranked(options, rank, lambda o: "\n".join([*lines, o.text]))
             for option in options:
                 if best is None or option.rank > best.rank:
                     best = option
@@ -264,6 +278,29 @@ async def write_poem(
         lines.append(best.text)
         await show("\n".join(lines))
     return "\n".join(lines)
+
+
+async def reranked(
+    options: list[Option], rank: Rank, text_of: Callable[[Option], str]
+) -> list[Option]:
+    """`options`, the best `RERANKED` of them with the reward model's say added to their score
+    (standardised among them). If the reward model fails, the options are kept as they were:
+    it is one more opinion, never a reason to fail a poem."""
+    best = sorted(options, key=lambda o: o.rank, reverse=True)[:RERANKED]
+    if len(best) < 2:
+        return options
+    try:
+        rewards = await rank([text_of(o) for o in best])
+    except Exception:
+        log.exception("the reward model failed; choosing without it")
+        return options
+    mean = sum(rewards) / len(rewards)
+    spread = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards)) or 1.0
+    judged = {
+        id(o): Option(o.text, o.fits, o.score + REWARD_WEIGHT * (r - mean) / spread)
+        for o, r in zip(best, rewards, strict=True)
+    }
+    return [judged.get(id(o), o) for o in options]
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -289,9 +326,11 @@ async def write_list(
     params: SamplingParams,
     count: int,
     topic: str,
+    rank: Rank | None = None,
 ) -> list[str]:
     """`count` distinct items, drawn slot by slot; several good candidates of one draw may fill
-    several slots. An item cut off by the token limit mid-sentence is not used."""
+    several slots. An item cut off by the token limit mid-sentence is not used. `rank` (the
+    server's reward model) adds its say to each candidate's score."""
     items: list[str] = []
     words = content_words(topic)
     for _ in range(count + ROUNDS):
@@ -309,6 +348,11 @@ async def write_list(
                 within = [c for c in result.cuts if c.end <= len(gen.rstrip())]
                 fluency = within[-1].logprob / max(within[-1].tokens, 1)
             options.append((fluency + _relevance(item, words), item))
+        if rank is not None and options:
+            judged = await reranked(
+                [Option(i, True, s) for s, i in options], rank, lambda o: o.text
+            )
+            options = [(o.score, o.text) for o in judged]
         for _score, item in sorted(options, reverse=True):
             if len(items) < count and not _repeats(item, items):
                 items.append(item)

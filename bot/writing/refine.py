@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.generation.queue import GenerationHandle
-from bot.generation.types import GenerationRequest
 from bot.images.load import ImageRefused
 from bot.services import Services
 from bot.store import GenerationRecord, Store
@@ -109,7 +108,7 @@ async def start(
     if task is None or shown.output_id is None:
         raise CannotRefine(shown.id)
     await services.limits.admit(where.user_id, where.guild_id)
-    request = GenerationRequest(where.user_id, task.prompt, task.params)
+    request = services.request_for(task, where.user_id, where.guild_id)
     handle = services.queue_for(task).submit(request)
     try:
         alternatives = await services.store.alternatives(shown.output_id)

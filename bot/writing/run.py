@@ -23,6 +23,7 @@ from bot.generation.types import (
     SamplingParams,
     ShuttingDown,
 )
+from bot.learning.serving import Judge
 from bot.services import Services
 from bot.store import NewGeneration, RequestEnded, Requests
 
@@ -176,6 +177,9 @@ async def show_progress(
 class Drafts:
     """The candidates of a task written in slots, drawn through the queue (see `Task.compose`).
 
+    `rank(texts)` scores candidate texts by the server's reward model (higher: more to its
+    taste), or is None when the server has none in force.
+
     `draw(prompt, params, n)` returns the answers of `n` requests decoded side by side (the
     first draw includes the task's own queued request, whose place in the queue is shown while
     it waits); a candidate that failed is left out, and if all failed the first error is
@@ -184,9 +188,15 @@ class Drafts:
     """
 
     def __init__(
-        self, queue: GenerationQueue, first: GenerationHandle, edit: Edit, pacer: Pacer
+        self,
+        queue: GenerationQueue,
+        first: GenerationHandle,
+        edit: Edit,
+        pacer: Pacer,
+        judge: Judge | None = None,
     ) -> None:
         self.queue = queue
+        self.judge = judge
         self.first: GenerationHandle | None = first
         self.request = first.request
         self.edit = edit
@@ -208,7 +218,10 @@ class Drafts:
         # parts of an accepted task: not new requests for the per-user limit
         handles += [
             self.queue.submit(
-                GenerationRequest(self.request.user_id, prompt, params), count_for_user=False
+                GenerationRequest(
+                    self.request.user_id, prompt, params, adapter=self.request.adapter
+                ),
+                count_for_user=False,
             )
             for _ in range(n - len(handles))
         ]
@@ -232,6 +245,17 @@ class Drafts:
             self.queued_s = results[0].queued_s
             self.started = time.monotonic() - max(r.generation_s for r in results)
         return results
+
+    @property
+    def rank(self) -> Callable[[list[str]], Awaitable[list[float]]] | None:
+        if self.judge is None:
+            return None
+        judge, prompt = self.judge, self.request.prompt
+
+        async def rank(texts: list[str]) -> list[float]:
+            return await judge(prompt, texts)
+
+        return rank
 
     async def show(self, text: str) -> None:
         if self.pacer.due and text.strip():
@@ -269,22 +293,27 @@ async def complete(
     user_id: int,
     edit: Edit,
     pacer: Pacer | None = None,
+    judge: Judge | None = None,
 ) -> tuple[str, GenerationResult, bool]:
     """Finish `task`: its text, the (combined) result, and whether it took another try.
 
     The first attempt's `GenerationError` propagates; a failed later try keeps what it had.
     A task written in slots (`compose`) fails as a whole: a poem missing its middle is no poem.
+    `judge` (the server's reward model) helps choose among its candidates.
     """
     pacer = pacer or Pacer()
     if task.compose is not None:
-        drafts = Drafts(queue, handle, edit, pacer)
+        drafts = Drafts(queue, handle, edit, pacer, judge)
         with queue.held(handle):  # one request toward the user's limit, all rounds long
             raw = await task.compose(drafts)
         return task.finish(raw), drafts.result(raw), False
     # Parts of an accepted task are not new requests for the per-user limit.
     extras = [
         queue.submit(
-            GenerationRequest(user_id, p, task.extra_params or task.params), count_for_user=False
+            GenerationRequest(
+                user_id, p, task.extra_params or task.params, adapter=handle.request.adapter
+            ),
+            count_for_user=False,
         )
         for p in task.extra
     ]
@@ -312,7 +341,8 @@ async def complete(
         try:
             # part of a task already accepted: not a new request for the per-user limit
             retry = queue.submit(
-                GenerationRequest(user_id, firmer, task.params), count_for_user=False
+                GenerationRequest(user_id, firmer, task.params, adapter=handle.request.adapter),
+                count_for_user=False,
             )
             following = await show_progress(retry, edit, pacer=pacer)
         except GenerationError as error:  # keep what we have
@@ -358,8 +388,9 @@ async def write(
         else None
     )
     try:
+        judge = None if task.vision else services.adapters.judge_for(where.guild_id)
         text, result, retried = await complete(
-            services.queue_for(task), task, handle, where.user_id, edit, pacer
+            services.queue_for(task), task, handle, where.user_id, edit, pacer, judge
         )
     except ShuttingDown:
         log.info("%s for %s paused by a shutdown", task.command, where.user_id)

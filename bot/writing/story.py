@@ -239,13 +239,18 @@ class StoryWriter:
         params = SamplingParams(
             max_new_tokens=48, temperature=0.95, top_p=0.95, repetition_penalty=1.2, stop=("\n",)
         )
-        handles = [self.services.queue.submit(GenerationRequest(user_id, prompt, params))]
+        # directions are shown to the server: written with its adapter, if it has one
+        adapter = self.services.adapters.adapter_for(story.guild_id)
+        handles = [
+            self.services.queue.submit(GenerationRequest(user_id, prompt, params, adapter=adapter))
+        ]
         seen = {_gist(t) for t in taken}
         found: list[str] = []
         try:
             handles += [
                 self.services.queue.submit(
-                    GenerationRequest(user_id, prompt, params), count_for_user=False
+                    GenerationRequest(user_id, prompt, params, adapter=adapter),
+                    count_for_user=False,
                 )
                 for _ in range(count * 3 - 1)
             ]

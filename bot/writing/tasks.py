@@ -87,7 +87,9 @@ def poem_task(
         return with_channel(line_params(slot, pool), channel, candidates=True)
 
     async def compose(drafts: Drafts) -> str:
-        return await write_poem(drafts.draw, drafts.show, prompt_for, slots, topic, params_for)
+        return await write_poem(
+            drafts.draw, drafts.show, prompt_for, slots, topic, params_for, rank=drafts.rank
+        )
 
     def shortfall(poem: str) -> str | None:
         misses = prosody.check(poem, form, word=word).misses
@@ -130,7 +132,10 @@ def brainstorm_task(
         return with_lore(item_prompt(topic, count, kind, have), world.text)
 
     async def compose(drafts: Drafts) -> str:
-        return number(await write_list(drafts.draw, drafts.show, prompt_for, params, count, topic))
+        items = await write_list(
+            drafts.draw, drafts.show, prompt_for, params, count, topic, rank=drafts.rank
+        )
+        return number(items)
 
     return Task(
         command="brainstorm",

@@ -1,0 +1,1 @@
+"""Learning the community's taste: datasets from feedback, adapters, reward models."""
