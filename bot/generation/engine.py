@@ -9,6 +9,7 @@ template or plain text), `generation_kwargs` (sampling parameters for transforme
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -27,6 +28,8 @@ from bot.generation.types import (
     OutOfMemory,
     Prompt,
 )
+
+log = logging.getLogger(__name__)
 
 
 def render_prompt(prompt: Prompt, tokenizer: Any) -> tuple[str, bool]:
@@ -250,9 +253,12 @@ class TransformersEngine(Engine):
             try:
                 self._add_adapter(name, path)
             except Exception as exc:  # peft and safetensors raise many kinds
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                # the details name folders on the host: the log has them, the message does not
+                log.warning("adapter %s at %s did not load: %r", name, path, exc)
                 raise AdapterRefused(
-                    f"The adapter {name} could not be loaded ({type(exc).__name__}: {first})."
+                    f"The adapter {name} could not be loaded: its files are damaged or are not "
+                    f"a LoRA adapter for this model ({type(exc).__name__}; the bot's log has "
+                    "the details)."
                 ) from exc
             finally:
                 self._use(None)  # a newly loaded adapter becomes active; the base is the default

@@ -79,6 +79,10 @@ def check_promotion(
         )
     if not Path(record.path).is_dir():
         raise AdapterRefused(f"its folder {record.path} is missing")
+    if settings.engine in ("continuous", "openai"):
+        raise AdapterRefused(
+            f"ENGINE={settings.engine} cannot serve adapters; use ENGINE=batched (the default)"
+        )
     loaded = load_model(
         settings.model, device="cpu", dtype="float32", cache_dir=settings.model_cache_dir
     )
@@ -89,3 +93,14 @@ def check_promotion(
         )
     if record.kind == "generator":
         engine.load_adapter(record.id, record.path)
+        return
+    from bot.learning.reward import RewardScorer
+    from bot.learning.serving import base_folder
+
+    folder = base_folder(settings)
+    if folder is None:
+        raise AdapterRefused("a reward model needs MODEL to be a local folder or embedded")
+    try:
+        RewardScorer.load(folder, Path(record.path))
+    except (ValueError, OSError) as exc:
+        raise AdapterRefused(f"its reward model does not load: {exc}") from exc

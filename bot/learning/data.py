@@ -56,17 +56,26 @@ def held_out(output_id: int, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") < fraction * 2**32
 
 
-def split(examples: list[Example], fraction: float) -> tuple[list[Example], list[Example]]:
-    """(train, held out), by output. With examples from two outputs or more, at least one
-    output is held out, so that there is always something to judge an adapter on."""
-    train = [e for e in examples if not held_out(e.output_id, fraction)]
-    held = [e for e in examples if held_out(e.output_id, fraction)]
-    outputs = sorted({e.output_id for e in train})
-    if fraction > 0 and not held and len(outputs) >= 2:
-        last = outputs[-1]
-        held = [e for e in train if e.output_id == last]
-        train = [e for e in train if e.output_id != last]
-    return train, held
+def held_outputs(output_ids: set[int], fraction: float) -> set[int]:
+    """The outputs held out. With two outputs or more, at least one is, so that there is
+    always something to judge an adapter on."""
+    held = {i for i in output_ids if held_out(i, fraction)}
+    if fraction > 0 and not held and len(output_ids) >= 2:
+        held = {max(output_ids)}
+    return held
+
+
+def split(
+    examples: list[Example], fraction: float, held: set[int] | None = None
+) -> tuple[list[Example], list[Example]]:
+    """(train, held out), by output (`held`: the outputs held out; by default, chosen among
+    these examples' outputs)."""
+    if held is None:
+        held = held_outputs({e.output_id for e in examples}, fraction)
+    return (
+        [e for e in examples if e.output_id not in held],
+        [e for e in examples if e.output_id in held],
+    )
 
 
 async def training_set(
@@ -78,8 +87,11 @@ async def training_set(
 ) -> TrainingSet:
     """The training set of a server (None: every server); raises `TooLittleData`."""
     found = await feedback.examples(guild_id)
-    train_pairs, held_pairs = split(found.pairs, fraction)
-    train_sft, held_sft = split(found.sft, fraction)
+    # one choice of outputs for both kinds: a held-out pair's kept answer is never trained on
+    held = held_outputs({e.output_id for e in found.pairs}, fraction)
+    held |= {e.output_id for e in found.sft if held_out(e.output_id, fraction)}
+    train_pairs, held_pairs = split(found.pairs, fraction, held)
+    train_sft, held_sft = split(found.sft, fraction, held)
     where = f"server {guild_id}" if guild_id is not None else "all servers"
     if len(found.pairs) < min_pairs or not train_pairs or not held_pairs:
         raise TooLittleData(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,11 @@ from bot.generation.types import GenerationRequest
 from bot.prompts import prosody
 
 FORMS_SLACK = 0.02  # two points
+# Held-out pairs needed to judge an adapter at all, and how sure the judgement must be: the
+# adapter must move toward the chosen answer on so many pairs that a coin would do as well
+# less than 5% of the time (a one-sided sign test: 5 of 5, 9 of 10, 15 of 20).
+MIN_HELD_OUT = 5
+ALPHA = 0.05
 BATTERY = [
     ("haiku", "autumn rain"),
     ("limerick", "a cat who learned to cook"),
@@ -67,7 +73,11 @@ def _logp(model: Any, tokenizer: Any, prompt: list[dict[str, str]], answer: str)
         [*prompt, {"role": "assistant", "content": answer}], tokenize=False
     )
     head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    if full.startswith(head):
+        # the answer tokenised on its own, as TRL does: tokens never merge across the boundary
+        ids = head_ids + tokenizer(full[len(head) :], add_special_tokens=False)["input_ids"]
+    else:  # a template that renders the last turn differently: the whole, split by length
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     start = len(head_ids)
     tensor = torch.tensor([ids], device=model.device)
     logits = model(input_ids=tensor).logits[0, :-1].float()
@@ -144,15 +154,24 @@ async def forms(engine: Engine, settings: Settings, adapter: str, poems: int) ->
     return FormScore(poems, sum(base) / poems, sum(tuned) / poems)
 
 
+def by_chance(wins: int, pairs: int) -> float:
+    """The chance of `wins` or more of `pairs` by coin flips (a one-sided sign test)."""
+    return sum(math.comb(pairs, k) for k in range(wins, pairs + 1)) / 2**pairs if pairs else 1.0
+
+
 def verdict(prefs: PreferenceScore, form: FormScore) -> tuple[bool, str]:
     """Whether an adapter may be promoted without forcing, and why (one sentence or two)."""
     reasons = []
-    if prefs.pairs == 0:
-        reasons.append("there were no held-out pairs to judge it on")
-    elif prefs.reward_accuracy <= 0.5:
+    moved = round(prefs.reward_accuracy * prefs.pairs)
+    if prefs.pairs < MIN_HELD_OUT:
         reasons.append(
-            f"on {prefs.pairs} held-out pairs it moved toward the chosen answer on only "
-            f"{prefs.reward_accuracy:.0%} of them (it must on most)"
+            f"{prefs.pairs} held-out pairs are too few to judge it on (at least "
+            f"{MIN_HELD_OUT}; more feedback, or train on every server's)"
+        )
+    elif by_chance(moved, prefs.pairs) >= ALPHA:
+        reasons.append(
+            f"it moved toward the chosen answer on {moved} of {prefs.pairs} held-out pairs, "
+            "which chance alone would often do"
         )
     elif prefs.adapter_accuracy < prefs.base_accuracy:
         reasons.append(

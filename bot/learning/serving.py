@@ -11,8 +11,10 @@ Promises:
   made for another base model (the weights' hash differs), a folder that does not load, an
   engine that cannot serve adapters, and one that failed its evaluation unless forced.
 - Promotions and rollbacks made by another process (`python -m bot model promote`) are picked
-  up within `ADAPTER_POLL_SECONDS`. An adapter in force that no longer loads is logged and its
-  scope falls back to the base model rather than failing requests.
+  up within `ADAPTER_POLL_SECONDS`. An adapter in force that no longer loads is logged, and its
+  scope falls back to what is below it (a server's to every server's, every server's to the
+  base model) rather than failing requests; it is tried again at the next poll.
+- A reward model no longer in force is let go (each holds its own copy of the base model).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Adapters:
         self._version: tuple[int, int] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one refresh or promotion at a time
+        self._reported: set[str] = set()  # adapters whose failure to load was logged
 
     # -- what serves a request -----------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class Adapters:
                 return
             wanted = await self.models.in_force()
             serving: dict[tuple[int, str], str | None] = {}
+            failed = False
             for key, adapter_id in wanted.items():
                 if adapter_id is None:
                     serving[key] = None
@@ -138,11 +142,19 @@ class Adapters:
                         raise AdapterRefused(f"adapter {adapter_id} is not registered")
                     await self._load(record)
                 except Exception as exc:  # one bad adapter must not stop the others serving
-                    log.error("Adapter %s (scope %s) is not served: %s", adapter_id, key[0], exc)
+                    # said once; it is tried again at every poll
+                    level = logging.DEBUG if adapter_id in self._reported else logging.ERROR
+                    self._reported.add(adapter_id)
+                    log.log(
+                        level, "Adapter %s (scope %s) is not served: %s", adapter_id, key[0], exc
+                    )
+                    failed = True
                     continue  # that scope falls back to what is below it
                 serving[key] = adapter_id
             self._serving = serving
-            self._version = version
+            self._version = None if failed else version  # a failed load is tried again
+            for gone in set(self._scorers) - set(serving.values()):
+                del self._scorers[gone]
             log.info("Adapters in force: %s", serving or "none")
 
     async def _load(self, record: AdapterRecord) -> None:
@@ -167,7 +179,11 @@ class Adapters:
                     RewardScorer.load, self.base_folder, Path(record.path)
                 )
             except (ValueError, OSError) as exc:
-                raise AdapterRefused(f"its reward model does not load ({exc})") from exc
+                log.warning("reward model %s at %s did not load: %r", record.id, record.path, exc)
+                raise AdapterRefused(
+                    "its reward model does not load: its files are damaged or it was made for "
+                    "another model (the bot's log has the details)"
+                ) from exc
             self._scorers[record.id] = scorer
             return
         if not self.engine.supports_adapters:
@@ -181,7 +197,8 @@ class Adapters:
             raise AdapterRefused(
                 f"it was trained on another base model ({record.base_model}, weights "
                 f"{record.base_hash[:12]}); this bot runs {self.engine.model_name} "
-                f"({mine[:12]}). Train one for this model."
+                f"({mine[:12]}). Train one for this model. (The same model loaded in float16 "
+                "also reads as another: serve adapters with DTYPE=bfloat16 or float32.)"
             )
 
     # -- changes -------------------------------------------------------------------------------

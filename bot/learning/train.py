@@ -31,7 +31,16 @@ from typing import Any
 
 from bot.config import Settings
 from bot.learning.data import MIN_PAIRS, TrainingSet, training_set
-from bot.learning.evaluate import FormScore, PreferenceScore, forms, preferences, verdict
+from bot.learning.evaluate import (
+    ALPHA,
+    MIN_HELD_OUT,
+    FormScore,
+    PreferenceScore,
+    by_chance,
+    forms,
+    preferences,
+    verdict,
+)
 from bot.learning.serving import base_folder
 from bot.store.database import Store, utcnow
 from bot.store.feedback import Feedback
@@ -247,7 +256,7 @@ async def train(
     base_hash = await asyncio.to_thread(probe.fingerprint)
     adapter_id = new_id(guild_id)
     root = Path(settings.adapter_dir)
-    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(_sweep, root)
     tmp = root / f".tmp-{adapter_id}"
     try:
         started = time.monotonic()
@@ -307,9 +316,7 @@ async def train(
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    models = Models(store)
     generator = _record(manifest, final, "generator", promotable, why)
-    await models.register(generator)
     if reward_meta is not None:
         reward_record = _record(
             {
@@ -326,9 +333,20 @@ async def train(
             reward_meta["promotable"],
             reward_meta["verdict"],
         )
-        await models.register(reward_record)
+    # one transaction: the writer and its reward model are registered together or not at all
+    records = [generator] + ([reward_record] if reward_record is not None else [])
+    await Models(store).register(*records)
     say(why)
     return Trained(generator, reward_record)
+
+
+def _sweep(root: Path) -> None:
+    """Make the adapter folder, and clear what killed runs left half-written in it (a
+    temporary folder more than a day old: no training runs that long)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for left in root.glob(".tmp-*"):
+        if time.time() - left.stat().st_mtime > 24 * 3600:
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def json_dumps(data: Any) -> str:
@@ -391,10 +409,11 @@ def _train_reward(
         right += good > bad
     n = len(data.held_pairs)
     accuracy = right / n if n else 0.0
-    promotable = n > 0 and accuracy > 0.5
+    promotable = n >= MIN_HELD_OUT and by_chance(right, n) < ALPHA
     why = (
         f"{'Promotable' if promotable else 'Not promotable'}: it ranks the chosen answer first "
-        f"on {accuracy:.0%} of {n} held-out pairs (chance is 50%)."
+        f"on {right} of {n} held-out pairs"
+        + ("." if promotable else f" (it needs {MIN_HELD_OUT} or more, beyond chance).")
     )
     return {
         "held_out_accuracy": accuracy,

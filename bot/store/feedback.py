@@ -176,12 +176,17 @@ class Feedback:
     async def examples(self, guild_id: int | None) -> Examples:
         """What people said, as training examples, from one server (None: every server).
 
+        Outputs written from a picture shown to a vision model are left out: the stored prompt
+        has no image, and a text model must not learn to critique what it cannot see.
         A pair's prompt is the output's first request; "chosen" is a kept or up-voted
         alternative, "rejected" a down-voted one, or any other alternative of an output whose
         kept alternative was chosen over it. SFT examples are the kept alternatives. Each
         example carries the generation and feedback ids it came from.
         """
-        where, params = ("o.guild_id = ?", (guild_id,)) if guild_id is not None else ("1", ())
+        # every server: never direct messages, which are private to the person who wrote them
+        where, params = (
+            ("o.guild_id = ?", (guild_id,)) if guild_id is not None else ("o.guild_id > 0", ())
+        )
         rows = await self.store.fetchall(
             "SELECT g.id, g.output_id, g.prompt, g.output,"
             " COALESCE(SUM(CASE WHEN f.kind = 'vote' THEN CAST(f.value AS INTEGER) END), 0)"
@@ -198,7 +203,7 @@ class Feedback:
         found = Examples([], [])
         for output_id, alternatives in by_output.items():
             prompt = conversation(alternatives[0]["prompt"])
-            if prompt is None:
+            if prompt is None or _saw_a_picture(alternatives[0]["prompt"]):
                 continue
             kept = [a for a in alternatives if a["kept"]]
             chosen = kept + [a for a in alternatives if a["score"] > 0 and not a["kept"]]
@@ -328,6 +333,16 @@ def conversation(prompt: Any) -> list[dict[str, str]] | None:
     if not messages and data.get("plain"):
         messages = [{"role": "user", "content": str(data["plain"])}]
     return messages or None
+
+
+def _saw_a_picture(prompt: Any) -> bool:
+    """Whether a stored prompt was shown with an image (an art critique by a vision model)."""
+    try:
+        data = json.loads(prompt) if isinstance(prompt, str) else prompt
+    except ValueError:
+        return False
+    inputs = data.get("inputs") if isinstance(data, dict) else None
+    return isinstance(inputs, dict) and bool(inputs.get("vision"))
 
 
 def _said(text: str) -> list[dict[str, str]]:

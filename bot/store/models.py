@@ -74,25 +74,30 @@ class Models:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def register(self, record: AdapterRecord) -> None:
-        """Add a trained adapter (its folder already complete)."""
+    async def register(self, *records: AdapterRecord) -> None:
+        """Add trained adapters (their folders already complete), all or none."""
         async with self.store.transaction() as db:
-            await db.execute(
-                "INSERT INTO adapters (id, kind, guild_id, base_model, base_hash, path, manifest,"
-                " promotable, verdict, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.kind,
-                    record.guild_id,
-                    record.base_model,
-                    record.base_hash,
-                    record.path,
-                    json.dumps(record.manifest),
-                    int(record.promotable),
-                    record.verdict,
-                    record.created_at,
-                ),
-            )
+            for record in records:
+                await self._insert(db, record)
+
+    @staticmethod
+    async def _insert(db: aiosqlite.Connection, record: AdapterRecord) -> None:
+        await db.execute(
+            "INSERT INTO adapters (id, kind, guild_id, base_model, base_hash, path, manifest,"
+            " promotable, verdict, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.kind,
+                record.guild_id,
+                record.base_model,
+                record.base_hash,
+                record.path,
+                json.dumps(record.manifest),
+                int(record.promotable),
+                record.verdict,
+                record.created_at,
+            ),
+        )
 
     async def get(self, adapter_id: str) -> AdapterRecord | None:
         rows = await self.store.fetchall("SELECT * FROM adapters WHERE id = ?", (adapter_id,))

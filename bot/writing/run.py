@@ -427,7 +427,8 @@ async def write(
             **({"note": note} if note else {}),
         },
         params=task.params.to_dict(),
-        model=result.model,
+        # which adapter wrote it, beside the model: votes on adapters' answers can be told apart
+        model=written_by(result.model, handle.request.adapter),
         output=text,
         finish_reason=result.finish_reason,
         prompt_tokens=result.prompt_tokens,
@@ -451,8 +452,19 @@ async def write(
         log.info("request %s had ended; its second answer is dropped", request_id)
         return None
     return Written(
-        output_id, generation_id, text, task.title, result.model, result.generation_s, note
+        output_id,
+        generation_id,
+        text,
+        task.title,
+        written_by(result.model, handle.request.adapter),
+        result.generation_s,
+        note,
     )
+
+
+def written_by(model: str, adapter: str | None) -> str:
+    """The model's name, with the adapter that wrote with it ("model+adapter")."""
+    return f"{model}+{adapter}" if adapter else model
 
 
 async def _said_then_ended(
