@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run playground test stress bench eval eval-lore eval-learning train lint format db-status db-upgrade clean
+.PHONY: run playground test stress bench bench-peers eval eval-lore eval-learning train lint format db-status db-upgrade clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ stress: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m tools.bench
+	$(PY) -m tools.bench_story
+
+# The bot's engines beside llama.cpp's llama-server, on the embedded model's own GGUF file. The
+# first run builds llama-server once into ~/.cache/llmos/llama.cpp/ (about 20 minutes on 2 cores;
+# needs cmake, ninja and a C++ compiler); LLAMA_SERVER=/path/to/llama-server skips the build.
+bench-peers: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m tools.bench_peers
 
 # What the model writes, by form and command, on the configured model (a few minutes on a CPU).
 eval: $(STAMP)

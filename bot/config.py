@@ -24,6 +24,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ENGINES = ("auto", "sequential", "batched", "continuous", "openai")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# How the openai engine speaks to its server (see bot/generation/dialect.py); kept here as
+# plain names so that reading settings imports nothing of the engines.
+OPENAI_DIALECTS = ("auto", "openai", "vllm", "llama.cpp", "ollama", "transformers")
 _SYNC_RE = re.compile(r"^(global|off|guild:\d{15,21})$")
 
 
@@ -60,6 +63,7 @@ class Settings:
     openai_api_key: str | None = None
     openai_model: str | None = None
     openai_max_retries: int = 2
+    openai_dialect: str = "auto"
     vision_model: str | None = None
     vision_engine: str = "local"
 
@@ -173,6 +177,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "OPENAI_API_KEY": _optional,
     "OPENAI_MODEL": _optional,
     "OPENAI_MAX_RETRIES": _int("OPENAI_MAX_RETRIES", 0, 10),
+    "OPENAI_DIALECT": _choice("OPENAI_DIALECT", OPENAI_DIALECTS),
     "VISION_MODEL": _optional,
     "VISION_ENGINE": _choice("VISION_ENGINE", ("local", "openai")),
 }

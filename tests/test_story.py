@@ -9,10 +9,11 @@ import pytest
 
 from bot.generation.engine import TransformersEngine
 from bot.generation.queue import GenerationQueue
+from bot.generation.types import GenerationRequest, SamplingParams
 from bot.prompts.story import continue_prompt
 from bot.store import Store, Stories
 from bot.ui.render import split_for_discord
-from bot.writing.story import StoryContext
+from bot.writing.story import KEEP, StoryContext
 from emulator import Channel, Interaction, Message
 from tests.conftest import World
 
@@ -56,6 +57,57 @@ async def test_300_segments_keep_the_premise_within_budget(
         # the stored summary is built on, never rebuilt from the start
         again, _ = await context.window(story, user_id=3)
         assert again.summary_upto >= story.summary_upto
+
+
+async def test_turns_between_folds_read_only_what_is_new(
+    tmp_path: Any, tiny_engine: TransformersEngine
+) -> None:
+    """The window moves in steps: each turn's prompt is the last one plus the new part, so the
+    prefix cache serves all of it, and a fold drops the window well below the budget."""
+    budget = 400  # the tiny model reads 512 tokens at most
+    cache = tiny_engine.prefix_cache
+    assert cache is not None
+    async with Store.open(tmp_path / "db.sqlite3") as store, GenerationQueue(tiny_engine) as queue:
+        stories = Stories(store)
+        story = await stories.start(
+            guild_id=1,
+            channel_id=2,
+            title="Tides",
+            premise="A town under the sea",
+            genre="",
+            created_by=3,
+        )
+        context = StoryContext(stories, queue, budget=budget)
+        folds, reused_turns, before, folded_last = 0, 0, None, False
+        for i in range(24):
+            text = f"Part {i}: the bell rang {i} times and the fish listened in the square."
+            await stories.add(story.id, channel_id=2, author_id=3, source="user", text=text)
+            story, recent = await context.window(story, user_id=3)
+            prompt = continue_prompt(story, recent, direction=None, length="short")
+            if before is not None and story.summary_upto != before[0]:
+                assert not folded_last, (
+                    "two folds in a row: the summary's growth was not left room for"
+                )
+                folds += 1
+                body = sum(tiny_engine.count_tokens(t) + 2 for t in recent)
+                header = tiny_engine.count_tokens(story.summary) + 40
+                assert body <= budget * KEEP + header
+            elif before is not None:
+                assert recent[: len(before[1])] == before[1]  # the window grew at its end
+                reused_turns += 1
+                read = cache.read
+                params = SamplingParams(max_new_tokens=1, method="greedy")
+                await queue.submit(GenerationRequest(3, prompt, params)).result()
+                new = tiny_engine.count_tokens(text)
+                assert cache.read - read <= new + 60  # the new part and the request after it
+            if before is None or story.summary_upto != before[0]:
+                # the first turn after a fold reads its prompt once
+                await queue.submit(
+                    GenerationRequest(3, prompt, SamplingParams(max_new_tokens=1, method="greedy"))
+                ).result()
+            folded_last = before is not None and story.summary_upto != before[0]
+            before = (story.summary_upto, recent)
+        assert folds >= 1 and reused_turns >= 18
 
 
 def done(message: Message) -> bool:

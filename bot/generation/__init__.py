@@ -7,6 +7,7 @@
 - `batched`: `BatchedEngine`, requests waiting together decoded together (the default).
 - `continuous`: `ContinuousEngine`, transformers' continuous batching (for GPUs).
 - `remote`: `OpenAIEngine`, an OpenAI-compatible server (no torch); images as content parts.
+- `dialect`: what each such server reads beyond OpenAI's fields, and which one is there.
 - `vision`: `VisionEngine`, a local vision-language model (the vision lane's engine).
 - `loader`: `load_model`: the embedded SmolLM2, a Hub id, a local directory or a .gguf file.
 - `factory`: `build_engine`, the configured model in the configured engine, and

@@ -26,6 +26,7 @@ def _remote(settings: Settings, model: str, what: str) -> OpenAIEngine:
         max_batch=max(settings.max_batch, 32),
         max_retries=settings.openai_max_retries,
         read_timeout=settings.generation_timeout,
+        dialect=settings.openai_dialect,
     )
 
 

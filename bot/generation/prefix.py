@@ -15,6 +15,7 @@ line), a story's context between turns. Not thread-safe: the engine calls it und
 from __future__ import annotations
 
 import copy
+import inspect
 from collections import OrderedDict
 from typing import Any
 
@@ -50,6 +51,8 @@ class PrefixCache:
         # and values than the same prompt read by the base model
         self._kept: OrderedDict[tuple[str | None, tuple[int, ...]], tuple[Any, int]] = OrderedDict()
         self.read = 0  # prompt tokens run through the model
+        takes = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._no_logits = {"logits_to_keep": 1} if takes else {}
         self.reused = 0  # prompt tokens found already read
 
     @property
@@ -81,7 +84,9 @@ class PrefixCache:
             cache, length = DynamicCache(config=self.model.config), 0
         if len(head) > length:
             rest = torch.tensor([head[length:]], dtype=torch.long, device=self.model.device)
-            self.model(input_ids=rest, cache=cache, use_cache=True)
+            # logits for the last position only: nobody reads them, and all of them would be a
+            # (tokens x vocabulary) product, a second for a 1,500-token story on a CPU
+            self.model(input_ids=rest, cache=cache, use_cache=True, **self._no_logits)
         self.read += len(head) - length
         self.reused += length
         if head and (adapter, tuple(head)) not in self._kept:

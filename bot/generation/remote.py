@@ -9,6 +9,14 @@ connection is closed at once (the server stops generating); connection errors, 4
 are retried with backoff until the first token has arrived, never after (that would repeat
 text); other errors fail that job only. A prompt's images go with its last user message, as
 OpenAI content parts (`image_url` with a data URL); a text-only prompt sends plain strings.
+
+Each server's dialect (see `dialect`): with `dialect="auto"` the server is probed once, before
+the first request (a few GETs, seconds at most), and the answer kept; a server that answers
+but is not recognised is spoken to in plain OpenAI, said once in the log; one that does not
+answer is probed again on the next call. A field beyond OpenAI's own that the server refuses
+(400 or 422 naming it) is dropped for good and the request sent again, said once in the log.
+A parameter the server will not apply is said once per engine in the log. Token counts come
+from the server's usage chunk; without one, chunks are counted and the prompt estimated.
 """
 
 from __future__ import annotations
@@ -17,17 +25,22 @@ import asyncio
 import base64
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import aiohttp
 
 from bot.generation.base import Engine, EngineJob
+from bot.generation.dialect import DIALECTS, FALLBACK, Dialect, Unreachable, detect
 from bot.generation.types import EngineOutput, Prompt
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# Fields beyond OpenAI's own that this engine may send: a server that refuses one by name
+# gets the request again without it.
+EXTRA_FIELDS = ("repetition_penalty", "repeat_penalty", "frequency_penalty", "top_k", "seed")
 
 
 class RemoteError(RuntimeError):
@@ -50,35 +63,104 @@ class OpenAIEngine(Engine):
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         context_length: int = 8192,
+        dialect: str = "auto",
+        probe_timeout: float = 5.0,
     ) -> None:
+        if dialect != "auto" and dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}; use auto or one of {list(DIALECTS)}")
         self.base_url = base_url.rstrip("/")
         self.model_name = model
         self.api_key = api_key
         self.max_batch = max_batch
         self.max_retries = max_retries
         self.context_length = context_length
+        self.probe_timeout = min(probe_timeout, connect_timeout)
         self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
-        # vLLM and TGI take `repetition_penalty`; strict servers (transformers serve) refuse
-        # unknown fields, so it is dropped for good after the first such refusal.
-        self.send_repetition_penalty = True
+        # None until the server has been probed (`dialect="auto"`); then for good.
+        self.dialect: Dialect | None = None if dialect == "auto" else DIALECTS[dialect]
+        # Fields the server refused by name: never sent again.
+        self.dropped: set[str] = set()
+        self._warned: set[str] = set()
+        # Calls overlap in the queue's worker threads: one probes, the others wait for it; the
+        # second lock guards `dropped` and `_warned`.
+        self._probe_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
         # The worker thread has no event loop of its own; one per call keeps this engine free
         # of shared state between threads.
-        return asyncio.run(self._generate_all(jobs))
+        dialect = self._settled_dialect()
+        return asyncio.run(self._generate_all(jobs, dialect))
 
-    async def _generate_all(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        async with aiohttp.ClientSession(headers=headers, timeout=self.timeout) as session:
+        return headers
+
+    def _settled_dialect(self) -> Dialect:
+        """The server's dialect, probing it on first use (blocking; a few seconds at most)."""
+        with self._probe_lock:
+            if self.dialect is None:
+                self.dialect = asyncio.run(self._probe())
+            return self.dialect or DIALECTS[FALLBACK]
+
+    async def _probe(self) -> Dialect | None:
+        """The detected dialect, the fallback if the server is not recognised, or None if it
+        did not answer (probed again next call)."""
+        timeout = aiohttp.ClientTimeout(total=self.probe_timeout * 2)
+        async with aiohttp.ClientSession(headers=self._headers(), timeout=timeout) as session:
+            try:
+                found = await detect(session, self.base_url, timeout=self.probe_timeout)
+            except Unreachable as exc:
+                log.debug("remote engine: no answer from %s to probes: %s", self.base_url, exc)
+                return None
+            except Exception:  # a probe must never cost a request: plain OpenAI instead
+                log.warning(
+                    "remote engine: probing %s failed; speaking plain OpenAI. Set "
+                    "OPENAI_DIALECT to choose.",
+                    self.base_url,
+                    exc_info=True,
+                )
+                return DIALECTS[FALLBACK]
+        if found.name is None:
+            log.warning(
+                "remote engine: could not tell which server is at %s (%s); speaking plain "
+                "OpenAI, with no repetition penalty or top_k. Set OPENAI_DIALECT to choose.",
+                self.base_url,
+                found.evidence,
+            )
+            return DIALECTS[FALLBACK]
+        dialect = DIALECTS[found.name]
+        log.info(
+            "remote engine: %s at %s (%s); repetition penalty sent as %s",
+            dialect.server,
+            self.base_url,
+            found.evidence,
+            dialect.penalty_field or "nothing",
+        )
+        if found.slots == 1:
+            log.warning(
+                "remote engine: llama-server at %s has 1 slot, so requests queue one at a "
+                "time; start it with -np N for N at once",
+                self.base_url,
+            )
+        return dialect
+
+    async def _generate_all(
+        self, jobs: Sequence[EngineJob], dialect: Dialect
+    ) -> list[EngineOutput | BaseException]:
+        async with aiohttp.ClientSession(headers=self._headers(), timeout=self.timeout) as session:
             results = await asyncio.gather(
-                *(self._one(session, job) for job in jobs), return_exceptions=True
+                *(self._one(session, job, dialect) for job in jobs), return_exceptions=True
             )
         return list(results)
 
-    def body(self, job: EngineJob) -> dict[str, Any]:
-        """The request body for a job (OpenAI chat completions, plus vLLM's extras)."""
+    def body(self, job: EngineJob, dialect: Dialect | None = None) -> dict[str, Any]:
+        """The request body for a job: OpenAI chat completions, plus the fields `dialect`
+        (by default the settled one, else plain OpenAI) reads, less those the server refused.
+        Warns once per parameter that the server will not apply."""
+        dialect = dialect or self.dialect or DIALECTS[FALLBACK]
         request = job.request
         p = request.params
         body: dict[str, Any] = {
@@ -86,24 +168,40 @@ class OpenAIEngine(Engine):
             "messages": chat_messages(request.prompt),
             "max_tokens": p.max_new_tokens,
             "stream": True,
-            "stream_options": {"include_usage": True},
             "temperature": p.temperature if p.method == "sampling" else 0.0,
             "top_p": p.top_p if p.method == "sampling" else 1.0,
         }
+        if dialect.ask_usage:
+            body["stream_options"] = {"include_usage": True}
         if p.seed is not None:
             body["seed"] = p.seed
         if p.stop:
             body["stop"] = list(p.stop)
-        if p.repetition_penalty != 1.0 and self.send_repetition_penalty:
-            body["repetition_penalty"] = p.repetition_penalty
+        body.update(dialect.sampling_fields(p))
+        with self._lock:
+            for name in self.dropped:
+                body.pop(name, None)
+        # Only a settled dialect's gaps are worth a warning: an unanswered probe is retried.
+        if self.dialect is not None:
+            for parameter, warning in dialect.ignored(p):
+                self._warn_once(parameter, warning)
         return body
 
-    async def _one(self, session: aiohttp.ClientSession, job: EngineJob) -> EngineOutput:
+    def _warn_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        log.warning("remote engine (%s): %s", self.base_url, message)
+
+    async def _one(
+        self, session: aiohttp.ClientSession, job: EngineJob, dialect: Dialect
+    ) -> EngineOutput:
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._stream(session, job)
+                return await self._stream(session, job, dialect)
             except _Retryable as exc:
                 if attempt > self.max_retries or job.should_stop():
                     raise RemoteError(str(exc)) from exc
@@ -111,27 +209,29 @@ class OpenAIEngine(Engine):
                 log.warning("remote engine: %s; retry %d in %.1f s", exc, attempt, delay)
                 await asyncio.sleep(delay)
 
-    async def _stream(self, session: aiohttp.ClientSession, job: EngineJob) -> EngineOutput:
+    async def _stream(
+        self, session: aiohttp.ClientSession, job: EngineJob, dialect: Dialect
+    ) -> EngineOutput:
         text: list[str] = []
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
         reason: Literal["stop", "length", "aborted"] = "stop"
         url = f"{self.base_url}/chat/completions"
-        body = self.body(job)
+        body = self.body(job, dialect)
         try:
             async with session.post(url, json=body) as response:
                 if response.status in RETRY_STATUSES:
                     raise _Retryable(f"HTTP {response.status}")
                 if response.status != 200:
                     detail = (await response.text())[:300]
-                    if "repetition_penalty" in detail and "repetition_penalty" in body:
-                        log.info("remote engine: server refuses repetition_penalty; not sent")
-                        self.send_repetition_penalty = False
-                        return await self._stream(session, job)
+                    refused = [f for f in EXTRA_FIELDS if f in body and f in detail]
+                    if response.status in (400, 422) and refused:
+                        self._drop(refused)
+                        return await self._stream(session, job, dialect)
                     raise RemoteError(f"HTTP {response.status}: {detail}")
                 watcher = asyncio.create_task(_watch(job, response))
                 try:
                     async for event in _events(response):
-                        if event.get("usage"):
+                        if isinstance(event.get("usage"), dict):
                             usage = event["usage"]
                         for choice in event.get("choices") or []:
                             piece = (choice.get("delta") or {}).get("content") or ""
@@ -151,12 +251,25 @@ class OpenAIEngine(Engine):
                 raise _Retryable(repr(exc)) from exc
         if job.should_stop():
             reason = "aborted"
-        return EngineOutput(
-            "".join(text),
-            reason,
-            int(usage.get("prompt_tokens", 0)),
-            int(usage.get("completion_tokens", len(text))),
-        )
+        if usage:
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or len(text))
+        else:
+            # No usage chunk (a server that ignores stream_options, or a stream cut short):
+            # a content chunk is about one token, and the prompt is estimated.
+            prompt_tokens = self.count_tokens(prompt_text(job.request.prompt))
+            completion_tokens = len(text)
+        return EngineOutput("".join(text), reason, prompt_tokens, completion_tokens)
+
+    def _drop(self, fields: list[str]) -> None:
+        """Never send `fields` again: the server refused them."""
+        with self._lock:
+            new = [f for f in fields if f not in self.dropped]
+            self.dropped.update(new)
+        for name in new:
+            log.warning(
+                "remote engine (%s): the server refuses %s; not sent again", self.base_url, name
+            )
 
 
 class _Retryable(Exception):
@@ -179,6 +292,11 @@ def chat_messages(prompt: Prompt) -> list[dict[str, Any]]:
             {"type": "image_url", "image_url": {"url": data_url(image)}} for image in prompt.images
         ]
     return messages
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The text of a prompt's messages, for estimating its tokens."""
+    return "\n".join(m.content for m in prompt.messages)
 
 
 def image_mime(image: bytes) -> str:

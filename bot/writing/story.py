@@ -5,6 +5,12 @@ segments, then as many recent segments as fit the token budget (counted with the
 tokenizer). When the unsummarised segments no longer fit, the older ones are folded into the
 summary by the model itself, chunk by chunk, and the summary is stored: long stories keep
 their thread and their opening premise without outgrowing the context.
+
+The window moves in steps, not a segment at a time: between folds each turn's prompt is the
+last one with the new parts added, so the engine's prefix cache holds everything up to them
+and a turn reads only what is new. A fold drops the window to `KEEP` of its budget, leaving
+room for several turns before the next one. (Sliding by one segment per turn would change the
+summary and every token after it on every turn, and re-read the whole context each time.)
 """
 
 from __future__ import annotations
@@ -48,6 +54,21 @@ def _segment_text(segment: SegmentRecord) -> str:
     return segment.text.strip()
 
 
+KEEP = 0.6  # of the budget, left in the window after a fold
+SUMMARY_TOKENS = 160  # the most a new summary is written with
+
+
+def _newest_that_fit(texts: list[str], room: float, count: Callable[[str], int]) -> list[str]:
+    recent: list[str] = []
+    for text in reversed(texts):
+        cost = count(text) + 2
+        if cost > room:
+            break
+        recent.insert(0, text)
+        room -= cost
+    return recent
+
+
 class StoryContext:
     """Builds story prompts within `budget` tokens, summarising through the queue as needed."""
 
@@ -58,10 +79,12 @@ class StoryContext:
         *,
         budget: int = 1536,
         count_tokens: Callable[[str], int] | None = None,
+        keep: float = KEEP,
     ) -> None:
         self.stories = stories
         self.queue = queue
         self.budget = budget
+        self.keep = keep  # 1.0: fold just below the budget, every turn once the story is long
         self.count = count_tokens or queue.engine.count_tokens
 
     async def window(
@@ -71,14 +94,15 @@ class StoryContext:
         less `reserve` tokens (the lore and the author's note)."""
         segments = await self.stories.segments(story.id, after=story.summary_upto)
         texts = [_segment_text(s) for s in segments]
-        used = self.count(story.summary) + self.count(story_header(story)) + reserve
-        recent: list[str] = []
-        for text in reversed(texts):
-            cost = self.count(text) + 2
-            if used + cost > self.budget:
-                break
-            recent.insert(0, text)
-            used += cost
+        fixed = self.count(story_header(story)) + reserve
+        summary = self.count(story.summary)
+        recent = _newest_that_fit(texts, self.budget - fixed - summary, self.count)
+        if len(recent) < len(texts):
+            # overflowing: fold down to KEEP, not just below the top, with room for the summary
+            # to grow (else the next turn would fold again); the newest part stays in view
+            # even when it alone is longer than that
+            room = self.budget * self.keep - fixed - max(summary, SUMMARY_TOKENS)
+            recent = _newest_that_fit(texts, room, self.count) or recent[-1:]
         older = segments[: len(segments) - len(recent)]
         if older:
             story = await self._fold(story, older, user_id)
@@ -126,7 +150,7 @@ class StoryContext:
         try:
             handle = self.queue.submit(
                 GenerationRequest(
-                    user_id, prompt, SamplingParams(max_new_tokens=160, method="greedy")
+                    user_id, prompt, SamplingParams(max_new_tokens=SUMMARY_TOKENS, method="greedy")
                 )
             )
             text = clean_output((await handle.result()).text)
