@@ -6,7 +6,10 @@ import itertools
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from bot.generation.batched import BatchedEngine
+from bot.generation.prefix import PrefixCache
 from bot.generation.queue import GenerationQueue
 from bot.generation.types import GenerationRequest, SamplingParams
 from bot.prompts import poem_prompt
@@ -94,3 +97,20 @@ async def test_kept_prefixes_stay_within_their_budget(tiny_model: Any, tokenizer
         ask = GenerationRequest(1, poem_prompt(topic, "haiku"), replace(GREEDY, max_new_tokens=2))
         await answers(engine, [ask])
         assert 0 < cache.bytes <= cache.max_bytes
+
+
+def test_a_story_turn_takes_the_place_of_the_last_one(tiny_model: Any) -> None:
+    """A next turn shares all of the last prompt but the request at its end: one entry per
+    story, not two, so that more stories stay warm."""
+    cache = PrefixCache(tiny_model)
+    body = list(range(100, 400))
+    first = [*body, 7, 8, 9, 10]  # ... </story> Write the next part
+    second = [*body, *range(500, 540), 7, 8, 9, 10]  # one part more, the same request
+    other = [*body[:20], *range(600, 700)]  # shares only a short start: kept beside
+    with torch.inference_mode():  # as the engine calls it
+        cache.prefill(first)
+        cache.prefill(second)
+        assert cache.reused == len(body)
+        assert [len(ids) for _adapter, ids in cache._kept] == [len(second) - 1]
+        cache.prefill(other)
+    assert sorted(len(ids) for _adapter, ids in cache._kept) == [len(other) - 1, len(second) - 1]

@@ -139,7 +139,8 @@ async def test_unreachable_server_retries_then_fails_clearly() -> None:
             await queue.submit(req(1, "rain")).result()
     assert time.monotonic() - started >= 0.5  # one retry after backoff
     assert "The model ran into a problem" in failure.value.user_message
-    assert remote.dialect is None  # no answer to the probes: asked again on the next call
+    assert remote.dialect is None  # no answer to the probes: asked again a minute later
+    assert remote._next_probe > time.monotonic() + 30  # not by every call meanwhile
     await asyncio.sleep(0)
 
 

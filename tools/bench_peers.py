@@ -881,8 +881,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # the first call on each model pays one-off costs (kernels chosen per dtype and
             # shape: a model with decode copies has its own)
             warm_engine = make_engine(name, loaded, args)
-            await bot_run(warm_engine, requests_for(2, 8))
-            warm_engine.close()
+            try:
+                await bot_run(warm_engine, requests_for(2, 8))
+            finally:  # the continuous engine's thread would keep the process alive
+                warm_engine.close()
 
         for n in args.concurrency:
             for repeat in range(args.repeats):
@@ -904,9 +906,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             samples, seconds, _ = await llama_run(session, server.url, bodies)
                     else:
                         engine = make_engine(name, loaded, args)
-                        async with Monitor() as monitor:
-                            samples, seconds = await bot_run(engine, requests[:n])
-                        engine.close()
+                        try:
+                            async with Monitor() as monitor:
+                                samples, seconds = await bot_run(engine, requests[:n])
+                        finally:
+                            engine.close()
                     check_run(name, samples, expected[:n], new)
                     done(make_row(name, n, repeat, samples, seconds, monitor.peak_rss))
     meta["load_average_after"] = _load()

@@ -5,7 +5,8 @@ Promises: `prefill(ids)` returns a cache holding exactly `ids[:-1]` (the last to
 `generate` to read, so that it has logits to start from), computed from the longest kept prefix
 of `ids` plus a forward pass over the rest. Kept caches are one row each, copied out (a caller's
 `generate` grows its own copy), evicted least recently used once they hold more than
-`max_bytes`. A different model or tokenizer needs its own `PrefixCache`.
+`max_bytes`; a prompt that shares most of a kept one (`SUPERSEDES`) replaces it. A different
+model or tokenizer needs its own `PrefixCache`.
 
 What shares a prefix: the candidates drawn for one slot (one prompt, read once, however many
 rows), the lines of a poem written one after another (each prompt is the last one plus a
@@ -21,6 +22,8 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache
+
+SUPERSEDES = 0.75  # the share of a kept prompt a new one must share to take its place
 
 
 def _nbytes(cache: Any) -> int:
@@ -90,6 +93,11 @@ class PrefixCache:
         self.read += len(head) - length
         self.reused += length
         if head and (adapter, tuple(head)) not in self._kept:
+            if best is not None and length >= SUPERSEDES * len(best[1]):
+                # a prompt sharing most of a kept one takes its place: a story's next turn
+                # shares all of the last one but the request at its end, and two entries per
+                # story would halve how many stories stay warm
+                del self._kept[best]
             self._keep((adapter, tuple(head)), copy.deepcopy(cache))
         return cache
 

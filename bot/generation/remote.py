@@ -13,8 +13,9 @@ OpenAI content parts (`image_url` with a data URL); a text-only prompt sends pla
 Each server's dialect (see `dialect`): with `dialect="auto"` the server is probed once, before
 the first request (a few GETs, seconds at most), and the answer kept; a server that answers
 but is not recognised is spoken to in plain OpenAI, said once in the log; one that does not
-answer is probed again on the next call. A field beyond OpenAI's own that the server refuses
-(400 or 422 naming it) is dropped for good and the request sent again, said once in the log.
+answer is spoken to in plain OpenAI meanwhile and probed again a minute later. A field beyond
+OpenAI's own that the server refuses as unknown (400 or 422 naming it) is dropped for good and
+the request sent again, said once in the log.
 A parameter the server will not apply is said once per engine in the log. Token counts come
 from the server's usage chunk; without one, chunks are counted and the prompt estimated.
 """
@@ -26,6 +27,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -38,6 +40,10 @@ from bot.generation.types import EngineOutput, Prompt
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+REPROBE_SECONDS = 60.0
+# How servers say a field is unknown (transformers serve, vLLM and pydantic, OpenAI); a 400 that
+# names a field without one of these is about its value, and the field is kept.
+UNKNOWN_FIELD = ("unexpected", "unrecognized", "unrecognised", "unknown", "not permitted", "extra")
 # Fields beyond OpenAI's own that this engine may send: a server that refuses one by name
 # gets the request again without it.
 EXTRA_FIELDS = ("repetition_penalty", "repeat_penalty", "frequency_penalty", "top_k", "seed")
@@ -84,6 +90,7 @@ class OpenAIEngine(Engine):
         # Calls overlap in the queue's worker threads: one probes, the others wait for it; the
         # second lock guards `dropped` and `_warned`.
         self._probe_lock = threading.Lock()
+        self._next_probe = 0.0  # monotonic time before which an unanswered probe is not repeated
         self._lock = threading.Lock()
 
     def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
@@ -99,10 +106,15 @@ class OpenAIEngine(Engine):
         return headers
 
     def _settled_dialect(self) -> Dialect:
-        """The server's dialect, probing it on first use (blocking; a few seconds at most)."""
+        """The server's dialect, probing it on first use (blocking; a few seconds at most).
+
+        A server that did not answer is spoken to in plain OpenAI and probed again only after
+        `REPROBE_SECONDS`: calls waiting on the lock must not each pay a probe's timeouts."""
         with self._probe_lock:
-            if self.dialect is None:
+            if self.dialect is None and time.monotonic() >= self._next_probe:
                 self.dialect = asyncio.run(self._probe())
+                if self.dialect is None:
+                    self._next_probe = time.monotonic() + REPROBE_SECONDS
             return self.dialect or DIALECTS[FALLBACK]
 
     async def _probe(self) -> Dialect | None:
@@ -224,7 +236,8 @@ class OpenAIEngine(Engine):
                 if response.status != 200:
                     detail = (await response.text())[:300]
                     refused = [f for f in EXTRA_FIELDS if f in body and f in detail]
-                    if response.status in (400, 422) and refused:
+                    unknown = any(word in detail.lower() for word in UNKNOWN_FIELD)
+                    if response.status in (400, 422) and refused and unknown:
                         self._drop(refused)
                         return await self._stream(session, job, dialect)
                     raise RemoteError(f"HTTP {response.status}: {detail}")

@@ -8,9 +8,10 @@ their thread and their opening premise without outgrowing the context.
 
 The window moves in steps, not a segment at a time: between folds each turn's prompt is the
 last one with the new parts added, so the engine's prefix cache holds everything up to them
-and a turn reads only what is new. A fold drops the window to `KEEP` of its budget, leaving
-room for several turns before the next one. (Sliding by one segment per turn would change the
-summary and every token after it on every turn, and re-read the whole context each time.)
+and a turn reads only what is new. A fold drops the window's parts to `KEEP` of the room they
+have, leaving room for several turns before the next one. (Sliding by one segment per turn
+would change the summary and every token after it on every turn, and re-read the whole context
+each time.)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _segment_text(segment: SegmentRecord) -> str:
     return segment.text.strip()
 
 
-KEEP = 0.6  # of the budget, left in the window after a fold
+KEEP = 0.6  # of the parts' room, left in the window after a fold
 SUMMARY_TOKENS = 160  # the most a new summary is written with
 
 
@@ -98,11 +99,11 @@ class StoryContext:
         summary = self.count(story.summary)
         recent = _newest_that_fit(texts, self.budget - fixed - summary, self.count)
         if len(recent) < len(texts):
-            # overflowing: fold down to KEEP, not just below the top, with room for the summary
-            # to grow (else the next turn would fold again); the newest part stays in view
-            # even when it alone is longer than that
-            room = self.budget * self.keep - fixed - max(summary, SUMMARY_TOKENS)
-            recent = _newest_that_fit(texts, room, self.count) or recent[-1:]
+            # overflowing: fold down to KEEP of the room the parts have (after the header, the
+            # lore and note, and a summary that may grow to SUMMARY_TOKENS: else the next turn
+            # would fold again); the newest part stays in view even when it alone is longer
+            room = self.keep * (self.budget - fixed - max(summary, SUMMARY_TOKENS))
+            recent = _newest_that_fit(texts, room, self.count) or texts[-1:]
         older = segments[: len(segments) - len(recent)]
         if older:
             story = await self._fold(story, older, user_id)
@@ -159,7 +160,8 @@ class StoryContext:
             text = ""
         # Never lose what was there: a failed or empty summary keeps the old one plus a trace.
         if not text:
-            text = (summary + " " + " ".join(s.text for s in chunk))[-1200:]
+            # (cut to about SUMMARY_TOKENS, so that it fits where a summary was planned for)
+            text = (summary + " " + " ".join(s.text for s in chunk))[-SUMMARY_TOKENS * 4 :]
         return text[: self.budget * 3]
 
 
