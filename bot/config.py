@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -35,11 +36,14 @@ class Settings:
     """The bot's whole configuration. Field names are the lower-case environment keys."""
 
     discord_token: str | None = None
-    model: str = "embedded"
+    model: str = "auto"  # by hardware: bot/generation/select.py
     device: str = "auto"
     dtype: str = "auto"
     engine: str = "auto"
     database_path: Path = Path("data/llmos.sqlite3")
+    # A database shared by several processes: postgresql://user:pass@host:port/db (None:
+    # SQLite at `database_path`; sqlite:///path names a SQLite file too).
+    database_url: str | None = None
     model_cache_dir: Path = Path("data/models")
     adapter_dir: Path = Path("data/adapters")
     adapter_poll_seconds: float = 10.0
@@ -64,15 +68,37 @@ class Settings:
     openai_model: str | None = None
     openai_max_retries: int = 2
     openai_dialect: str = "auto"
+    # A pool (several OPENAI_BASE_URL servers): requests in flight per server (None: the
+    # larger of MAX_BATCH and 32, also one server's), failures in a row before a server is
+    # ejected, and seconds between health checks.
+    openai_max_concurrency: int | None = None
+    openai_eject_after: int = 3
+    openai_health_seconds: float = 10.0
     vision_model: str | None = None
     vision_engine: str = "local"
+    shard_count: int | None = None  # None: `auto`, Discord's recommendation
+    shard_ids: tuple[int, ...] | None = None  # None: every shard of `shard_count`
 
     def __repr__(self) -> str:  # the token must never reach a log line, even via repr()
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         for secret in ("discord_token", "openai_api_key"):
             if shown[secret]:
                 shown[secret] = "***"
+        if self.database_url:  # its password
+            shown["database_url"] = _without_password(self.database_url)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    @property
+    def database(self) -> str | Path:
+        """What `Store.open` opens: `DATABASE_URL` if set, else the file at `DATABASE_PATH`."""
+        if self.database_url and self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///"))
+        return self.database_url or self.database_path
+
+    @property
+    def openai_base_urls(self) -> tuple[str, ...]:
+        """The servers of `OPENAI_BASE_URL`, in order: several make a pool."""
+        return tuple(self.openai_base_url.split(",")) if self.openai_base_url else ()
 
     @property
     def sync_guild_id(self) -> int | None:
@@ -141,10 +167,63 @@ def _optional(raw: str) -> str | None:
 
 
 def _url(raw: str) -> str | None:
+    """One URL, or several separated by commas (a pool); kept as one comma-joined string."""
+    urls = [part.strip().rstrip("/") for part in raw.split(",") if part.strip()]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"OPENAI_BASE_URL: {url!r} must start with http:// or https://.")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"OPENAI_BASE_URL={raw!r} names a server twice.")
+    return ",".join(urls) or None
+
+
+def _database_url(raw: str) -> str | None:
+    """A PostgreSQL URL with a host and a database name, or `sqlite:///path`."""
     value = raw.strip()
-    if value and not value.startswith(("http://", "https://")):
-        raise ConfigError(f"OPENAI_BASE_URL={raw!r} must start with http:// or https://.")
-    return value.rstrip("/") or None
+    if not value:
+        return None
+    if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return value
+    parts = urlsplit(value)
+    # a Unix socket may be named by `?host=/path` instead of the URL's host
+    if (
+        parts.scheme in ("postgresql", "postgres")
+        and (parts.hostname or "host=" in parts.query)
+        and parts.path.strip("/")
+    ):
+        return value
+    raise ConfigError(
+        f"DATABASE_URL={_without_password(value)!r} is not valid; use"
+        " postgresql://user:password@host:5432/database, or sqlite:///path/to/file."
+    )
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+def _shard_count(raw: str) -> int | None:
+    value = raw.strip().lower()
+    if value == "auto":
+        return None
+    return _int("SHARD_COUNT", 1, 100_000)(value)
+
+
+def _shard_ids(raw: str) -> tuple[int, ...] | None:
+    if not raw.strip():
+        return None
+    try:
+        ids = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"SHARD_IDS={raw!r} is not valid; use shard numbers separated by commas (0,1)."
+        ) from None
+    if len(set(ids)) != len(ids) or min(ids) < 0:
+        raise ConfigError(f"SHARD_IDS={raw!r} is not valid; each shard once, numbers from 0.")
+    return tuple(sorted(ids))
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
@@ -154,6 +233,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "DTYPE": _choice("DTYPE", DTYPES),
     "ENGINE": _choice("ENGINE", ENGINES),
     "DATABASE_PATH": lambda raw: Path(_nonempty("DATABASE_PATH")(raw)),
+    "DATABASE_URL": _database_url,
     "MODEL_CACHE_DIR": lambda raw: Path(_nonempty("MODEL_CACHE_DIR")(raw)),
     "ADAPTER_DIR": lambda raw: Path(_nonempty("ADAPTER_DIR")(raw)),
     "ADAPTER_POLL_SECONDS": _float("ADAPTER_POLL_SECONDS", 0.5, 3600.0),
@@ -178,8 +258,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "OPENAI_MODEL": _optional,
     "OPENAI_MAX_RETRIES": _int("OPENAI_MAX_RETRIES", 0, 10),
     "OPENAI_DIALECT": _choice("OPENAI_DIALECT", OPENAI_DIALECTS),
+    "OPENAI_MAX_CONCURRENCY": _int("OPENAI_MAX_CONCURRENCY", 1, 4096),
+    "OPENAI_EJECT_AFTER": _int("OPENAI_EJECT_AFTER", 1, 100),
+    "OPENAI_HEALTH_SECONDS": _float("OPENAI_HEALTH_SECONDS", 0.5, 3600.0),
     "VISION_MODEL": _optional,
     "VISION_ENGINE": _choice("VISION_ENGINE", ("local", "openai")),
+    "SHARD_COUNT": _shard_count,
+    "SHARD_IDS": _shard_ids,
 }
 
 
@@ -209,4 +294,14 @@ def load_settings(
         raise ConfigError(
             "VISION_ENGINE=openai needs OPENAI_BASE_URL: the server that serves VISION_MODEL."
         )
+    if settings.shard_ids is not None:
+        if settings.shard_count is None:
+            raise ConfigError(
+                "SHARD_IDS needs a number in SHARD_COUNT (the shards of all processes together)."
+            )
+        if max(settings.shard_ids) >= settings.shard_count:
+            raise ConfigError(
+                f"SHARD_IDS has shard {max(settings.shard_ids)}, but SHARD_COUNT="
+                f"{settings.shard_count} numbers them 0..{settings.shard_count - 1}."
+            )
     return settings

@@ -136,6 +136,9 @@ async def run_playground(
         discord_token=emu.token,
         sync_commands="global",
         database_path=settings.database_path.with_name("playground.sqlite3"),
+        database_url=None,  # its own file, never a shared database
+        shard_count=None,  # one emulated server: every shard, whatever .env says
+        shard_ids=None,
     )
     print(f"Loading {settings.model} (the first time converts it, about 20 s)…", file=out)
     try:

@@ -113,8 +113,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             timeout=settings.generation_timeout,
         )
 
-    async with Store.open(settings.database_path) as store, contextlib.AsyncExitStack() as stack:
-        log.info("Database ready at %s", settings.database_path)
+    async with Store.open(settings.database) as store, contextlib.AsyncExitStack() as stack:
+        log.info("Database ready at %s", store.location)
         engine = await asyncio.to_thread(build_engine, settings)
         stack.callback(engine.close)
         vision = None

@@ -25,7 +25,7 @@ TOPIC_LIMIT = 300
 class Brainstorm(commands.Cog):
     """Ideas on demand."""
 
-    def __init__(self, bot: commands.Bot, services: Services, worlds: Worlds) -> None:
+    def __init__(self, bot: commands.AutoShardedBot, services: Services, worlds: Worlds) -> None:
         self.bot = bot
         self.services = services
         self.worlds = worlds

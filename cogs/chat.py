@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class Chat(commands.Cog):
     """Answers when someone mentions the bot or replies to it, as the channel's mode says."""
 
-    def __init__(self, bot: commands.Bot, services: Services, worlds: Worlds) -> None:
+    def __init__(self, bot: commands.AutoShardedBot, services: Services, worlds: Worlds) -> None:
         self.bot = bot
         self.services = services
         self.worlds = worlds

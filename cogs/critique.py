@@ -27,7 +27,7 @@ TEXT_LIMIT = 4000
 class Critique(commands.Cog):
     """Feedback on writing, and scenes for scripts."""
 
-    def __init__(self, bot: commands.Bot, services: Services, worlds: Worlds) -> None:
+    def __init__(self, bot: commands.AutoShardedBot, services: Services, worlds: Worlds) -> None:
         self.bot = bot
         self.services = services
         self.worlds = worlds

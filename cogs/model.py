@@ -68,7 +68,7 @@ def _sentence(text: str) -> str:
 async def _owner(interaction: discord.Interaction) -> bool:
     """Whether the user is the bot's owner (or on its team): only they change every server."""
     client = interaction.client
-    return isinstance(client, commands.Bot) and await client.is_owner(interaction.user)
+    return isinstance(client, commands.bot.BotBase) and await client.is_owner(interaction.user)
 
 
 @app_commands.guild_only()

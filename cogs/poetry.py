@@ -25,7 +25,7 @@ STYLE_LIMIT = 200
 class Poetry(commands.Cog):
     """Poems on request."""
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.AutoShardedBot, services: Services) -> None:
         self.bot = bot
         self.services = services
         self.menu = app_commands.ContextMenu(

@@ -79,7 +79,7 @@ class ReasonModal(Form, title="What missed the mark?"):
 class Refine(commands.Cog):
     """Buttons, reactions and replies that refine and judge the bot's outputs."""
 
-    def __init__(self, bot: commands.Bot, services: Services) -> None:
+    def __init__(self, bot: commands.AutoShardedBot, services: Services) -> None:
         self.bot = bot
         self.services = services
 

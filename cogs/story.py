@@ -117,7 +117,9 @@ def vote_text(vote: VoteRecord, tally: Tally | None = None) -> str:
 class Story(commands.GroupCog, group_name="story"):
     """Write a story together, one part at a time."""
 
-    def __init__(self, bot: commands.Bot, services: Services, writer: StoryWriter) -> None:
+    def __init__(
+        self, bot: commands.AutoShardedBot, services: Services, writer: StoryWriter
+    ) -> None:
         self.bot = bot
         self.services = services
         self.writer = writer

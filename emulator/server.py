@@ -7,6 +7,24 @@ after the 3-second deadline, and any route it does not know (recorded in `errors
 
 Point discord.py at it with `emulator.redirect_discord()` or, for another process, the
 `DISCORD_EMULATOR_URL` environment variable read by `tests/sitecustomize.py`.
+
+Sharding, as Discord does it (https://discord.com/developers/docs/events/gateway#sharding):
+GET /gateway/bot recommends `shards` (1 unless the emulator is built with more). Every
+IDENTIFY opens its own session, with its own session id, sequence numbers and replay buffer
+for RESUME; one with `"shard": [id, count]` carries only the guilds with
+`(guild_id >> 22) % count == id`: its READY lists them, it gets their GUILD_CREATEs, and every
+guild event (messages, reactions, interactions, channels) is dispatched to it alone. Events
+without a guild (direct messages; the emulator has no DM channels, but a test may dispatch
+such an event) go to shard 0. A client that sends no shard is `[0, 1]`: it sees everything,
+as before sharding. `add_guild` gives each guild a timestamp of its own, on the shards in turn
+or on the one asked for; `session_of(shard)` is a shard's live session (what it was sent is in
+`received`); `drop_gateway(shard=...)` drops one shard.
+
+Close codes: 4010 for a shard id outside 0..count-1, and (an emulator rule: Discord does not
+document one) 4010 as well for an IDENTIFY of a shard whose session is still live, so that two
+processes configured with the same shard fail at once instead of both answering; 4011 when a
+session would carry more than `max_guilds_per_shard` guilds (Discord: 2,500), as Discord's
+"sharding required".
 """
 
 from __future__ import annotations
@@ -19,7 +37,7 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from aiohttp import WSMsgType, web
@@ -41,6 +59,7 @@ from emulator.state import (
     Snowflakes,
     User,
     pings,
+    shard_of,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -55,6 +74,50 @@ class Fault:
     times: int
     retry_after: float
     hits: int = 0
+
+
+@dataclass
+class Session:
+    """One gateway session: a shard (`(0, 1)`: everything), its sequence numbers and the
+    frames sent in it (replayed on RESUME), and the socket it is live on, if any."""
+
+    id: str
+    shard: tuple[int, int]  # (shard id, shard count)
+    ws: web.WebSocketResponse | None = None
+    seq: int = 0
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    def carries(self, guild_id: int | None) -> bool:
+        """Whether this session's shard gets `guild_id`'s events (None: a direct message)."""
+        shard_id, count = self.shard
+        return shard_of(guild_id, count) == shard_id
+
+    def frame(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The next dispatch frame of this session, kept for RESUME."""
+        self.seq += 1
+        frame = {"op": 0, "t": event, "s": self.seq, "d": data}
+        self.sent.append(frame)
+        return frame
+
+    def received(self, event: str) -> list[dict[str, Any]]:
+        """The payloads of the `event` frames dispatched to this session so far."""
+        return [f["d"] for f in self.sent if f["t"] == event]
+
+
+_GUILD_EVENTS = ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE")
+
+
+def _guild_of(event: str, data: dict[str, Any]) -> int | None:
+    """The guild an event belongs to (its shard's), None for one without (a direct message)."""
+    raw = data.get("id") if event in _GUILD_EVENTS else data.get("guild_id")
+    try:
+        return int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 class DiscordError(Exception):
@@ -75,9 +138,15 @@ def _json(data: Any, status: int = 200) -> web.Response:
 class DiscordEmulator:
     """Discord on 127.0.0.1. Start with `await emu.start()`; `emu.base_url` is the REST base."""
 
-    def __init__(self, *, token: str = "emulator-token") -> None:
+    def __init__(self, *, token: str = "emulator-token", shards: int = 1) -> None:
         self.snowflake = Snowflakes()
         self.token = token
+        # GET /gateway/bot's recommendation; also the count `add_guild(shard=...)` places by
+        if shards < 1:
+            raise ValueError("shards must be at least 1")
+        self.shards = shards
+        self.max_guilds_per_shard = 2500  # more in one session: 4011, sharding required
+        self._guild_ms = 0  # the last guild id's timestamp: each guild gets its own
         self.bot_user = User(self.snowflake(), "LLMOS", bot=True)
         self.application_id = self.bot_user.id
         self.users: dict[int, User] = {self.bot_user.id: self.bot_user}
@@ -95,10 +164,7 @@ class DiscordEmulator:
         self.listeners: list[Callable[[str, Message], None]] = []
         self.requests: list[tuple[str, str]] = []
         self._changed = asyncio.Condition()
-        self._sockets: set[web.WebSocketResponse] = set()
-        self._seq = 0
-        self._session_id = secrets.token_hex(8)
-        self._sent: list[dict[str, Any]] = []  # dispatches, for RESUME
+        self.sessions: dict[str, Session] = {}  # by session id, live or waiting for a RESUME
         self.identified = asyncio.Event()
         self.resumes = 0  # successful RESUMEs after a dropped connection
         self._runner: web.AppRunner | None = None
@@ -119,8 +185,9 @@ class DiscordEmulator:
         return self
 
     async def stop(self) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
+        for session in list(self.sessions.values()):
+            if session.ws is not None:
+                await session.ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -161,9 +228,19 @@ class DiscordEmulator:
 
     # -- building the world ----------------------------------------------------------------------
 
-    def add_guild(self, name: str = "Writers' Room") -> Guild:
+    def add_guild(self, name: str = "Writers' Room", *, shard: int | None = None) -> Guild:
+        """A guild with its owner and the bot as members. Each guild's id has a timestamp of
+        its own (the part a shard is taken from), so that guilds spread over shards as on
+        Discord: on shard `shard` of `self.shards`, or, without one, on the shards in turn."""
+        if shard is None:
+            shard = len(self.guilds) % self.shards
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} is not one of the {self.shards} shard(s)")
         owner = self.add_user("owner")
-        guild = Guild(self.snowflake(), name, owner.id)
+        ms = max(self.snowflake.now_ms(), self._guild_ms + 1)
+        ms += (shard - ms) % self.shards
+        self._guild_ms = ms
+        guild = Guild(self.snowflake.at(ms), name, owner.id)
         guild.roles[guild.id] = Role(guild.id, "@everyone", MEMBER_PERMS)
         guild.members[owner.id] = Member(owner)
         guild.members[self.bot_user.id] = Member(self.bot_user)
@@ -230,12 +307,28 @@ class DiscordEmulator:
     # -- gateway ---------------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
-        self._sent.append(frame)
-        for ws in list(self._sockets):
+        """Send `event` in every session whose shard carries its guild (see the module's
+        docstring); a session between a drop and its RESUME gets it on the RESUME."""
+        guild_id = _guild_of(event, data)
+        for session in list(self.sessions.values()):
+            if session.carries(guild_id):
+                await self._send(session, session.frame(event, data))
+
+    @staticmethod
+    async def _send(session: Session, frame: dict[str, Any]) -> None:
+        if session.live:
+            assert session.ws is not None
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_str(json.dumps(frame))
+                await session.ws.send_str(json.dumps(frame))
+
+    def session_of(self, shard_id: int) -> Session | None:
+        """The live session of shard `shard_id` (of any count), if there is one."""
+        return next((s for s in self.sessions.values() if s.live and s.shard[0] == shard_id), None)
+
+    def forget_sent(self) -> None:
+        """Drop the frames kept for RESUME (a long run that never resumes keeps no history)."""
+        for session in self.sessions.values():
+            session.sent.clear()
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
@@ -249,51 +342,86 @@ class DiscordEmulator:
             if op == 1:
                 await ws.send_str(json.dumps({"op": 11}))
             elif op == 2:
-                if frame["d"].get("token") != self.token:
-                    await ws.close(code=4004, message=b"Authentication failed.")
+                if not await self._identify(ws, frame["d"]):
                     break
-                self._sockets.add(ws)
-                await self._send_ready()
-                self.identified.set()
             elif op == 6:
-                if frame["d"].get("token") != self.token or (
-                    frame["d"].get("session_id") != self._session_id
-                ):
-                    await ws.close(code=4009, message=b"Session timed out")
+                if not await self._resume(ws, frame["d"]):
                     break
-                self.resumes += 1
-                last = frame["d"].get("seq") or 0
-                self._sockets.add(ws)
-                for missed in [f for f in self._sent if f["s"] > last]:
-                    await ws.send_str(json.dumps(missed))
-                await self.dispatch("RESUMED", {})
             elif op in (3, 4, 8):  # presence, voice, member requests: accepted, not modelled
                 continue
-        self._sockets.discard(ws)
+        for session in self.sessions.values():
+            if session.ws is ws:
+                session.ws = None  # resumable, until an IDENTIFY of its shard replaces it
+        await self._notify()
         return ws
 
-    async def _send_ready(self) -> None:
-        await self.dispatch(
-            "READY",
-            {
-                "v": 10,
-                "user": self.bot_user.payload(),
-                "session_id": self._session_id,
-                "resume_gateway_url": self.gateway_url,
-                "private_channels": [],
-                "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-                "application": {"id": str(self.application_id), "flags": 1 << 19},
-                "shard": [0, 1],
-            },
-        )
-        for guild in self.guilds.values():
-            await self.dispatch("GUILD_CREATE", guild.payload())
+    async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> bool:
+        """Open a session for `ws` and send READY; False (and the socket closed, with
+        Discord's code) when refused."""
+        if data.get("token") != self.token:
+            await ws.close(code=4004, message=b"Authentication failed.")
+            return False
+        raw = data.get("shard") or [0, 1]
+        try:
+            shard_id, count = int(raw[0]), int(raw[1])
+        except (TypeError, ValueError, IndexError):
+            shard_id, count = -1, 0
+        if not (count >= 1 and 0 <= shard_id < count):
+            await ws.close(code=4010, message=b"Invalid shard.")
+            return False
+        if any(s.live and s.shard == (shard_id, count) for s in self.sessions.values()):
+            await ws.close(code=4010, message=b"Invalid shard: it has a live session.")
+            return False
+        guilds = [g for g in self.guilds.values() if shard_of(g.id, count) == shard_id]
+        if len(guilds) > self.max_guilds_per_shard:
+            await ws.close(code=4011, message=b"Sharding required.")
+            return False
+        # a new session of this shard ends its old one (which can no longer RESUME)
+        for old in [s for s in self.sessions.values() if s.shard == (shard_id, count)]:
+            del self.sessions[old.id]
+        session = Session(secrets.token_hex(8), (shard_id, count), ws)
+        self.sessions[session.id] = session
+        await self._send_ready(session, guilds)
+        self.identified.set()
+        await self._notify()
+        return True
 
-    async def drop_gateway(self) -> None:
-        """Close the bot's gateway socket as a network failure would (it should resume)."""
-        for ws in list(self._sockets):
-            self._sockets.discard(ws)
-            await ws.close(code=4000, message=b"emulated drop")
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> bool:
+        session = self.sessions.get(str(data.get("session_id")))
+        if data.get("token") != self.token or session is None:
+            await ws.close(code=4009, message=b"Session timed out")
+            return False
+        self.resumes += 1
+        last = data.get("seq") or 0
+        session.ws = ws
+        for missed in [f for f in session.sent if f["s"] > last]:
+            await ws.send_str(json.dumps(missed))
+        await self._send(session, session.frame("RESUMED", {}))
+        await self._notify()
+        return True
+
+    async def _send_ready(self, session: Session, guilds: list[Guild]) -> None:
+        ready = {
+            "v": 10,
+            "user": self.bot_user.payload(),
+            "session_id": session.id,
+            "resume_gateway_url": self.gateway_url,
+            "private_channels": [],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
+            "application": {"id": str(self.application_id), "flags": 1 << 19},
+            "shard": list(session.shard),
+        }
+        await self._send(session, session.frame("READY", ready))
+        for guild in guilds:
+            await self._send(session, session.frame("GUILD_CREATE", guild.payload()))
+
+    async def drop_gateway(self, shard: int | None = None) -> None:
+        """Close the bot's gateway sockets (of shard `shard` only, if given) as a network
+        failure would (the bot should resume)."""
+        for session in list(self.sessions.values()):
+            if session.ws is not None and shard in (None, session.shard[0]):
+                ws, session.ws = session.ws, None
+                await ws.close(code=4000, message=b"emulated drop")
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -404,6 +532,8 @@ class DiscordEmulator:
 
     def _routes(self) -> dict[tuple[str, str], Any]:
         return {
+            ("GET", "/gateway/bot"): self._get_gateway_bot,
+            ("GET", "/gateway"): self._get_gateway,
             ("GET", "/users/@me"): self._get_me,
             ("GET", "/users/*"): self._get_user,
             ("GET", "/oauth2/applications/@me"): self._get_application,
@@ -428,6 +558,14 @@ class DiscordEmulator:
         }
 
     # -- REST handlers ---------------------------------------------------------------------------
+
+    async def _get_gateway_bot(self, body: Any, request: web.Request) -> dict[str, Any]:
+        """Where to connect and how many shards Discord recommends (`self.shards`)."""
+        limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+        return {"url": self.gateway_url, "shards": self.shards, "session_start_limit": limit}
+
+    async def _get_gateway(self, body: Any, request: web.Request) -> dict[str, Any]:
+        return {"url": self.gateway_url}
 
     async def _get_me(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
         return self.bot_user.payload()

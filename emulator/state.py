@@ -54,9 +54,23 @@ class Snowflakes:
     def __init__(self) -> None:
         self._counter = itertools.count(1)
 
+    @staticmethod
+    def now_ms() -> int:
+        """Milliseconds since Discord's epoch (2015), the timestamp part of a snowflake."""
+        return int(time.time() * 1000) - 1420070400000
+
     def __call__(self) -> int:
-        ms = int(time.time() * 1000) - 1420070400000
+        return self.at(self.now_ms())
+
+    def at(self, ms: int) -> int:
+        """A new id with the timestamp `ms` (unique: the low bits count every id made)."""
         return (ms << 22) | (next(self._counter) & 0x3FFFFF)
+
+
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """Discord's rule: a guild's events go to shard `(guild_id >> 22) % shard_count`, the
+    timestamp part of its id; direct messages (no guild) to shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
 
 
 @dataclass

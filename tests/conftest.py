@@ -26,6 +26,7 @@ from bot.services import Services
 from bot.store import Store
 from emulator import Channel, Emulator, Guild, Message, User
 from emulator.state import PERM_MANAGE_CHANNELS, Interaction
+from tests.postgres_fixtures import db_target, postgres_server, postgres_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 # Shared across runs (git-ignored): the embedded model is converted once per machine.

@@ -258,3 +258,11 @@ def test_unknown_engines_and_empty_levels_are_refused_before_anything_loads(
             bp.main(argv)
         assert caught.value.code == 2
     assert "unknown engine vllm" in capsys.readouterr().err
+
+
+def test_p95_is_the_nearest_rank_so_a_small_sample_shows_its_slowest() -> None:
+    from tools.bench import p95, percentile
+
+    assert p95([float(x) for x in range(1, 13)]) == 12.0  # 12 story turns: the slowest
+    assert p95([float(x) for x in range(1, 21)]) == 19.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0

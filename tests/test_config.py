@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.generation.factory import build_vision_engine
+from bot.generation.factory import build_engine, build_vision_engine
+from bot.generation.pool import PooledEngine
 from bot.generation.remote import OpenAIEngine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_defaults_without_env() -> None:
     settings = load_settings({}, dotenv_path=None)
-    assert settings.model == "embedded"
+    assert settings.model == "auto"  # the embedded model on a machine without CUDA
     assert settings.device == "auto"
     assert settings.sync_commands == "global"
     assert settings.discord_token is None
@@ -99,3 +100,75 @@ def test_a_vision_model_on_a_server_needs_its_url() -> None:
     assert engine.model_name == "HuggingFaceTB/SmolVLM-256M-Instruct"
     assert engine.base_url == "http://vllm:8000/v1"
     assert load_settings({}, dotenv_path=None).vision_model is None
+
+
+def test_several_openai_urls_make_a_pool() -> None:
+    one = load_settings({"OPENAI_BASE_URL": "http://a:8000/v1/"}, dotenv_path=None)
+    assert one.openai_base_urls == ("http://a:8000/v1",)
+    assert (one.openai_max_concurrency, one.openai_eject_after) == (None, 3)
+    assert one.openai_health_seconds == 10.0
+    env = {
+        "ENGINE": "openai",
+        "OPENAI_MODEL": "m",
+        "OPENAI_BASE_URL": " http://a:8000/v1/, http://b:8000/v1 ,",
+        "OPENAI_MAX_CONCURRENCY": "4",
+        "OPENAI_EJECT_AFTER": "5",
+        "OPENAI_HEALTH_SECONDS": "2.5",
+    }
+    settings = load_settings(env, dotenv_path=None)
+    assert settings.openai_base_urls == ("http://a:8000/v1", "http://b:8000/v1")
+    assert (settings.openai_max_concurrency, settings.openai_eject_after) == (4, 5)
+    pool = build_engine(settings)  # nothing is contacted but by the health checks
+    try:
+        assert isinstance(pool, PooledEngine)
+        assert [s.url for s in pool.stats()] == ["http://a:8000/v1", "http://b:8000/v1"]
+        assert [s.cap for s in pool.stats()] == [4, 4] and pool.max_batch == 8
+    finally:
+        pool.close()
+    with pytest.raises(ConfigError, match="names a server twice"):
+        load_settings({"OPENAI_BASE_URL": "http://a/v1,http://a/v1/"}, dotenv_path=None)
+    with pytest.raises(ConfigError, match="'b:8000' must start with http"):
+        load_settings({"OPENAI_BASE_URL": "http://a/v1,b:8000"}, dotenv_path=None)
+    for key, value in [
+        ("OPENAI_MAX_CONCURRENCY", "0"),
+        ("OPENAI_EJECT_AFTER", "0"),
+        ("OPENAI_HEALTH_SECONDS", "0"),
+    ]:
+        with pytest.raises(ConfigError, match=f"{key}=0(.0)? is out of range"):
+            load_settings({key: value}, dotenv_path=None)
+
+
+def test_shards_auto_by_default_and_ids_need_a_count() -> None:
+    settings = load_settings({}, dotenv_path=None)
+    assert (settings.shard_count, settings.shard_ids) == (None, None)  # auto, every shard
+    settings = load_settings({"SHARD_COUNT": "4", "SHARD_IDS": "3, 1"}, dotenv_path=None)
+    assert (settings.shard_count, settings.shard_ids) == (4, (1, 3))
+    auto = load_settings({"SHARD_COUNT": "Auto", "SHARD_IDS": ""}, dotenv_path=None)
+    assert auto.shard_count is None
+    for env, expected in [
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT=0 is out of range"),
+        ({"SHARD_COUNT": "two"}, "SHARD_COUNT='two' is not a whole number"),
+        ({"SHARD_IDS": "0"}, "SHARD_IDS needs a number in SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,2"}, "SHARD_IDS has shard 2, but SHARD_COUNT=2"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0,x"}, "SHARD_IDS='0,x' is not valid"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "1,1"}, "each shard once"),
+    ]:
+        with pytest.raises(ConfigError, match=expected):
+            load_settings(env, dotenv_path=None)
+
+
+def test_database_url_chooses_the_backend_and_hides_its_password() -> None:
+    assert load_settings({}, dotenv_path=None).database == Path("data/llmos.sqlite3")
+    url = "postgresql://llmos:s3cret@db.example:5432/llmos"
+    settings = load_settings({"DATABASE_URL": url}, dotenv_path=None)
+    assert settings.database == url
+    assert "s3cret" not in repr(settings) and "llmos:***@db.example" in repr(settings)
+    socket = "postgresql://postgres:@/llmos?host=/run/postgresql"  # a Unix socket
+    assert load_settings({"DATABASE_URL": socket}, dotenv_path=None).database == socket
+    lite = load_settings({"DATABASE_URL": "sqlite:///var/llmos.db"}, dotenv_path=None)
+    assert lite.database == Path("var/llmos.db")
+    assert load_settings({"DATABASE_URL": ""}, dotenv_path=None).database_url is None
+    for bad in ("mysql://h/db", "postgresql://h", "postgresql://u:pw@/db", "sqlite:///"):
+        with pytest.raises(ConfigError, match=r"DATABASE_URL=.* is not valid") as refused:
+            load_settings({"DATABASE_URL": bad}, dotenv_path=None)
+        assert "pw@" not in str(refused.value)

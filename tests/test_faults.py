@@ -196,6 +196,7 @@ async def test_an_answer_whose_message_was_deleted_is_still_saved(faulty: World)
 
 async def test_a_locked_database_gets_a_polite_answer(faulty: World) -> None:
     emu = faulty.emu
+    assert faulty.services.store.path is not None  # the faults world runs on SQLite
     other = sqlite3.connect(faulty.services.store.path, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     try:

@@ -1,4 +1,5 @@
-"""Votes, keeps, statistics, the training export and forgetting, on a real SQLite file."""
+"""Votes, keeps, statistics, the training export and forgetting, on a real SQLite file and a
+real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from bot.store import Store, Stories
 from bot.store.feedback import DOWN, UP, Feedback
-from tests.test_store import copy_migrations, gen
+from tests.test_store import copy_migrations, dialect_of, gen
 
 GUILD, ALICE, BOB, CAROL = 1, 20, 21, 22
 PROMPT = {
@@ -45,8 +46,8 @@ async def output(store: Store, texts: list[str], user: int = ALICE) -> list[int]
 
 
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def store(db_target: str | Path):  # type: ignore[no-untyped-def]
+    async with Store.open(db_target) as store:
         yield store
 
 
@@ -175,9 +176,13 @@ async def test_forget_removes_or_anonymises(store: Store) -> None:
     assert [p.text for p in await stories.segments(story.id)] == ["Carol wrote this."]
 
 
-async def test_migration_0002_links_existing_feedback_to_outputs(tmp_path: Path) -> None:
-    only_first = copy_migrations(tmp_path / "migrations", "0001_initial.sql")
-    path = tmp_path / "db.sqlite3"
+async def test_migration_0002_links_existing_feedback_to_outputs(
+    db_target: str | Path, tmp_path: Path
+) -> None:
+    only_first = copy_migrations(
+        tmp_path / "migrations", "0001_initial.sql", dialect=dialect_of(db_target)
+    )
+    path = db_target
     async with Store.open(path, migrations_dir=only_first) as store:
         output_id, gid = await store.save_output(gen())
         async with store.transaction() as db:

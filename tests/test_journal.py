@@ -18,7 +18,7 @@ from bot.store.requests import Requests
 from bot.writing.journal import Verdict, story_of, verdict
 from bot.writing.run import Task
 from bot.writing.tasks import poem_task, snapshot, task_again
-from tests.test_store import copy_migrations, gen
+from tests.test_store import copy_migrations, dialect_of, gen
 
 SETTINGS = load_settings({}, dotenv_path=None)
 
@@ -38,8 +38,8 @@ def new(**overrides: object) -> NewRequest:
     return NewRequest(**values)  # type: ignore[arg-type]
 
 
-async def test_a_request_is_saved_with_its_answer_once(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_a_request_is_saved_with_its_answer_once(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         journal = Requests(store)
         rid = await journal.accept(new())
         [first] = await journal.unfinished()
@@ -73,8 +73,8 @@ async def test_a_request_is_saved_with_its_answer_once(tmp_path: Path) -> None:
             await journal.end(rid, "pending")
 
 
-async def test_damaged_rows_read_as_damaged_and_old_ones_are_pruned(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_damaged_rows_read_as_damaged_and_old_ones_are_pruned(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         journal = Requests(store)
         damaged = await journal.accept(new())
         async with store.transaction() as db:
@@ -93,8 +93,8 @@ async def test_damaged_rows_read_as_damaged_and_old_ones_are_pruned(tmp_path: Pa
         assert await journal.get(damaged) is not None  # unfinished rows are never pruned
 
 
-async def test_forget_me_removes_the_journal_rows(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_forget_me_removes_the_journal_rows(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         journal = Requests(store)
         mine = await journal.accept(new(user_id=7))
         theirs = await journal.accept(new(user_id=8))
@@ -185,8 +185,8 @@ async def story_with_a_part(store: Store, text: str) -> tuple[int, int]:
     return story.id, generation_id
 
 
-async def test_a_story_part_lands_once_per_generation(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_a_story_part_lands_once_per_generation(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         stories = Stories(store)
         story_id, generation_id = await story_with_a_part(store, "The door opened.")
         again = await land(stories, story_id, generation_id, "The door opened.")
@@ -194,9 +194,9 @@ async def test_a_story_part_lands_once_per_generation(tmp_path: Path) -> None:
         assert [s.text for s in await stories.segments(story_id)] == ["The door opened."]
 
 
-async def test_a_cancelled_transaction_leaves_none_open(tmp_path: Path) -> None:
+async def test_a_cancelled_transaction_leaves_none_open(db_target: str | Path) -> None:
     """Cancelled at every point of a transaction, the connection is never left inside one."""
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+    async with Store.open(db_target) as store:
         journal = Requests(store)
         for delay in [0, 0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02]:
             writing = asyncio.create_task(journal.accept(new()))
@@ -228,10 +228,13 @@ async def old_story_with_parts(store: Store, *texts: str) -> tuple[int, int]:
     return story.id, generation_id
 
 
-async def test_migration_0003_on_a_database_with_stories(tmp_path: Path) -> None:
+async def test_migration_0003_on_a_database_with_stories(
+    db_target: str | Path, tmp_path: Path
+) -> None:
     """A database from before the journal takes it, its story parts as they were."""
-    before = copy_migrations(tmp_path / "migrations", "0001_initial.sql", "0002_votes.sql")
-    path = tmp_path / "db.sqlite3"
+    names = ("0001_initial.sql", "0002_votes.sql")
+    before = copy_migrations(tmp_path / "migrations", *names, dialect=dialect_of(db_target))
+    path = db_target
     async with Store.open(path, migrations_dir=before) as store:
         story_id, generation_id = await old_story_with_parts(store, "Part.")
     async with Store.open(path) as store:
@@ -250,12 +253,14 @@ async def test_migration_0003_on_a_database_with_stories(tmp_path: Path) -> None
         assert await Requests(store).unfinished() == []
 
 
-async def test_migration_0004_keeps_a_storys_parts_and_goes_on_after_them(tmp_path: Path) -> None:
+async def test_migration_0004_keeps_a_storys_parts_and_goes_on_after_them(
+    db_target: str | Path, tmp_path: Path
+) -> None:
     """Stories from before story worlds: their parts as they were, the position counter set
     from them (a new part goes after the last), no note, no parent."""
     names = ("0001_initial.sql", "0002_votes.sql", "0003_requests.sql")
-    before = copy_migrations(tmp_path / "migrations", *names)
-    path = tmp_path / "db.sqlite3"
+    before = copy_migrations(tmp_path / "migrations", *names, dialect=dialect_of(db_target))
+    path = db_target
     async with Store.open(path, migrations_dir=before) as store:
         story_id, _ = await old_story_with_parts(store, "One.", "Two.")
     async with Store.open(path) as store:

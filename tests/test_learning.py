@@ -83,8 +83,8 @@ def test_the_held_out_split_is_by_output_and_stable() -> None:
     assert split(few, 0.2)[1] and split(few, 0.2)[0]
 
 
-async def test_too_little_feedback_says_the_counts(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_too_little_feedback_says_the_counts(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         await seed_preferences(store, GUILD, 3)
         with pytest.raises(TooLittleData) as refused:
             await training_set(Feedback(store), GUILD)
@@ -244,8 +244,8 @@ async def test_a_few_steps_on_the_embedded_model(
 # -- promotions ---------------------------------------------------------------------------------
 
 
-async def test_promotions_fall_back_and_roll_back(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_promotions_fall_back_and_roll_back(db_target: str | Path, tmp_path: Path) -> None:
+    async with Store.open(db_target) as store:
         models = Models(store)
         for name in ("a", "b", "c"):
             record = replace(_record(name), path=str(tmp_path))

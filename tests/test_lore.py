@@ -146,8 +146,8 @@ def test_selection_with_1000_entries_and_300_parts_is_fast_and_within_budget(
 # -- the store ----------------------------------------------------------------------------------
 
 
-async def test_lorebooks_in_the_store(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_lorebooks_in_the_store(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         lore = Lore(store)
         mira = await lore.add(
             "story", 1, entry("Mira", "Grey eyes.", "Mira"), guild_id=9, created_by=5
@@ -180,8 +180,8 @@ async def test_lorebooks_in_the_store(tmp_path: Path) -> None:
         assert await lore.count("story", 1) == 1
 
 
-async def test_a_branch_shares_its_parts_and_keeps_its_own(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_a_branch_shares_its_parts_and_keeps_its_own(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         stories, lore = Stories(store), Lore(store)
         story = await stories.start(
             guild_id=1, channel_id=10, title="T", premise="P", genre=None, created_by=3
@@ -236,8 +236,8 @@ async def test_a_branch_shares_its_parts_and_keeps_its_own(tmp_path: Path) -> No
         assert positions == sorted(set(positions))
 
 
-async def test_votes_one_open_ballots_change_and_close_once(tmp_path: Path) -> None:
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+async def test_votes_one_open_ballots_change_and_close_once(db_target: str | Path) -> None:
+    async with Store.open(db_target) as store:
         stories, votes = Stories(store), Votes(store)
         story = await stories.start(
             guild_id=1, channel_id=10, title="T", premise="P", genre=None, created_by=3
@@ -343,10 +343,12 @@ async def test_the_lore_benchmark_runs_both_conditions_end_to_end(
     assert len(with_lore.texts) == len(without.texts) == 2
 
 
-async def test_forget_me_takes_a_name_off_lore_and_deletes_ballots(tmp_path: Path) -> None:
+async def test_forget_me_takes_a_name_off_lore_and_deletes_ballots(
+    db_target: str | Path,
+) -> None:
     from bot.store.feedback import Feedback
 
-    async with Store.open(tmp_path / "db.sqlite3") as store:
+    async with Store.open(db_target) as store:
         stories, lore, votes = Stories(store), Lore(store), Votes(store)
         story = await stories.start(
             guild_id=1, channel_id=10, title="T", premise="P", genre=None, created_by=3

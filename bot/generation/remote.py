@@ -7,8 +7,9 @@ streaming `POST {base}/chat/completions`; the jobs of one call run concurrently.
 Promises: text streams per job as server-sent events arrive; a cancelled or timed-out job's
 connection is closed at once (the server stops generating); connection errors, 429 and 5xx
 are retried with backoff until the first token has arrived, never after (that would repeat
-text); other errors fail that job only. A prompt's images go with its last user message, as
-OpenAI content parts (`image_url` with a data URL); a text-only prompt sends plain strings.
+text); other errors fail that job only. Several servers: `bot.generation.pool`. A prompt's
+images go with its last user message, as OpenAI content parts (`image_url` with a data URL);
+a text-only prompt sends plain strings.
 
 Each server's dialect (see `dialect`): with `dialect="auto"` the server is probed once, before
 the first request (a few GETs, seconds at most), and the answer kept; a server that answers
@@ -53,6 +54,21 @@ class RemoteError(RuntimeError):
     """The server refused or failed a request."""
 
 
+class ServerUnavailable(RemoteError):
+    """The server failed a request before its first token: no connection, a timeout, 429 or
+    5xx. Another try (later, or on another server) may work. `fault`: the server is at fault
+    (everything but 429, which is a busy server, not a broken one)."""
+
+    def __init__(self, detail: str, *, fault: bool = True) -> None:
+        super().__init__(detail)
+        self.fault = fault
+
+
+class StreamBroken(RemoteError):
+    """The connection was lost after text was streamed: the server is at fault, and a plain
+    retry would repeat what was shown."""
+
+
 class OpenAIEngine(Engine):
     """Streams chat completions from an OpenAI-compatible server."""
 
@@ -92,6 +108,7 @@ class OpenAIEngine(Engine):
         self._probe_lock = threading.Lock()
         self._next_probe = 0.0  # monotonic time before which an unanswered probe is not repeated
         self._lock = threading.Lock()
+        self._probe_alock: asyncio.Lock | None = None  # `settled_dialect`'s, made in its loop
 
     def generate(self, jobs: Sequence[EngineJob]) -> list[EngineOutput | BaseException]:
         # The worker thread has no event loop of its own; one per call keeps this engine free
@@ -116,6 +133,22 @@ class OpenAIEngine(Engine):
                 if self.dialect is None:
                     self._next_probe = time.monotonic() + REPROBE_SECONDS
             return self.dialect or DIALECTS[FALLBACK]
+
+    async def settled_dialect(self) -> Dialect:
+        """`_settled_dialect` for a caller that owns an event loop (the pool) and calls this
+        from that loop only: probes without blocking it, one probe at a time."""
+        if self._probe_alock is None:
+            self._probe_alock = asyncio.Lock()
+        async with self._probe_alock:
+            if self.dialect is None and time.monotonic() >= self._next_probe:
+                self.dialect = await self._probe()
+                if self.dialect is None:
+                    self._next_probe = time.monotonic() + REPROBE_SECONDS
+            return self.dialect or DIALECTS[FALLBACK]
+
+    def probe_again(self) -> None:
+        """Let the next request probe a server that did not answer before (it is back)."""
+        self._next_probe = 0.0
 
     async def _probe(self) -> Dialect | None:
         """The detected dialect, the fallback if the server is not recognised, or None if it
@@ -213,17 +246,21 @@ class OpenAIEngine(Engine):
         while True:
             attempt += 1
             try:
-                return await self._stream(session, job, dialect)
-            except _Retryable as exc:
+                return await self.stream_once(session, job, dialect)
+            except ServerUnavailable as exc:
                 if attempt > self.max_retries or job.should_stop():
                     raise RemoteError(str(exc)) from exc
                 delay = 0.5 * 2 ** (attempt - 1)
                 log.warning("remote engine: %s; retry %d in %.1f s", exc, attempt, delay)
                 await asyncio.sleep(delay)
 
-    async def _stream(
+    async def stream_once(
         self, session: aiohttp.ClientSession, job: EngineJob, dialect: Dialect
     ) -> EngineOutput:
+        """One try of `job` on this server, in `session`, without retries (the pool's unit).
+
+        Raises `ServerUnavailable` before the first token, `StreamBroken` after it, and
+        `RemoteError` for a refusal that another try would meet again (400, 401, 404...)."""
         text: list[str] = []
         usage: dict[str, Any] = {}
         reason: Literal["stop", "length", "aborted"] = "stop"
@@ -232,14 +269,14 @@ class OpenAIEngine(Engine):
         try:
             async with session.post(url, json=body) as response:
                 if response.status in RETRY_STATUSES:
-                    raise _Retryable(f"HTTP {response.status}")
+                    raise ServerUnavailable(f"HTTP {response.status}", fault=response.status != 429)
                 if response.status != 200:
                     detail = (await response.text())[:300]
                     refused = [f for f in EXTRA_FIELDS if f in body and f in detail]
                     unknown = any(word in detail.lower() for word in UNKNOWN_FIELD)
                     if response.status in (400, 422) and refused and unknown:
                         self._drop(refused)
-                        return await self._stream(session, job, dialect)
+                        return await self.stream_once(session, job, dialect)
                     raise RemoteError(f"HTTP {response.status}: {detail}")
                 watcher = asyncio.create_task(_watch(job, response))
                 try:
@@ -255,13 +292,14 @@ class OpenAIEngine(Engine):
                                 reason = "length"
                 finally:
                     watcher.cancel()
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        # A payload error is a stream cut short by a server that died (chunked, never ended).
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             if job.should_stop():
                 reason = "aborted"
             elif text:  # tokens were shown already: a retry would repeat them
-                raise RemoteError(f"connection lost mid-answer: {exc!r}") from exc
+                raise StreamBroken(f"connection lost mid-answer: {exc!r}") from exc
             else:
-                raise _Retryable(repr(exc)) from exc
+                raise ServerUnavailable(repr(exc)) from exc
         if job.should_stop():
             reason = "aborted"
         if usage:
@@ -283,10 +321,6 @@ class OpenAIEngine(Engine):
             log.warning(
                 "remote engine (%s): the server refuses %s; not sent again", self.base_url, name
             )
-
-
-class _Retryable(Exception):
-    pass
 
 
 def chat_messages(prompt: Prompt) -> list[dict[str, Any]]:

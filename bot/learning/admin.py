@@ -66,7 +66,7 @@ def check_promotion(
     adapter, one for another server, one made for another base model, a folder that does not
     load. Loads the configured model to check (blocking; seconds)."""
     from bot.generation.engine import TransformersEngine
-    from bot.generation.loader import load_model
+    from bot.generation.loader import embedded_folder, load_model, model_folder
 
     if record is None:
         raise AdapterRefused(f"there is no adapter {adapter_id} (`python -m bot model list`)")
@@ -79,13 +79,26 @@ def check_promotion(
         )
     if not Path(record.path).is_dir():
         raise AdapterRefused(f"its folder {record.path} is missing")
-    if settings.engine in ("continuous", "openai"):
+    engine_kind = settings.engine
+    if engine_kind == "auto":
+        from bot.generation.loader import resolve_device
+        from bot.generation.select import auto_engine
+
+        engine_kind = auto_engine(resolve_device(settings.device))  # what the bot builds
+    if engine_kind in ("continuous", "openai"):
         raise AdapterRefused(
-            f"ENGINE={settings.engine} cannot serve adapters; use ENGINE=batched (the default)"
+            f"ENGINE={engine_kind} cannot serve adapters; use ENGINE=batched (the default)"
         )
-    loaded = load_model(
-        settings.model, device="cpu", dtype="float32", cache_dir=settings.model_cache_dir
-    )
+    # The model the bot runs: with MODEL=auto, what auto picks on the bot's device (a GPU's
+    # 7B model, say), loaded here on the CPU, in bfloat16 when it is not the embedded one: the
+    # fingerprint is taken in bfloat16 either way, and 7B in float32 would not fit beside the bot.
+    cache = settings.model_cache_dir
+    model, dtype = settings.model, "float32"
+    if model == "auto":
+        folder = model_folder(model, device=settings.device, cache_dir=cache)
+        if folder is not None and folder != embedded_folder(cache):
+            model, dtype = str(folder), "bfloat16"
+    loaded = load_model(model, device="cpu", dtype=dtype, cache_dir=cache)
     engine = TransformersEngine(loaded.model, loaded.tokenizer, model_name=loaded.name)
     if engine.fingerprint() != record.base_hash:
         raise AdapterRefused(

@@ -240,10 +240,9 @@ class Adapters:
 
 def base_folder(settings: Settings) -> Path | None:
     """The configured model as a local folder (what a reward model loads over), or None."""
-    if settings.model == "embedded":
-        return Path(settings.model_cache_dir) / "smollm2-135m-instruct"
-    path = Path(settings.model).expanduser()
-    return path if path.is_dir() else None
+    from bot.generation.loader import model_folder  # torch: only where a folder is asked for
+
+    return model_folder(settings.model, device=settings.device, cache_dir=settings.model_cache_dir)
 
 
 def _kind(kind: str) -> Kind:

@@ -1,5 +1,6 @@
-"""The store: everything the bot keeps, in one SQLite file. `database` holds the `Store` (the
-connection, its transactions, outputs, generations and settings) and its records, `stories` the
+"""The store: everything the bot keeps, in one SQLite file or a shared PostgreSQL database
+(`postgres`: the adapter). `database` holds the `Store` (the connection, its transactions,
+outputs, generations and settings) and its records, `errors` its errors, `stories` the
 stories and their segments, `feedback` votes and exports, `requests` the journal of accepted
 requests, and `migrator` the schema's numbered SQL migrations, shipped in the top-level
 `migrations` package. This module only re-exports the names
@@ -12,8 +13,8 @@ from bot.store.database import (
     OutputRecord,
     RequestEnded,
     Store,
-    StoreBusy,
 )
+from bot.store.errors import StoreBusy, StoreUnavailable
 from bot.store.migrator import MigrationError
 from bot.store.requests import NewRequest, RequestRecord, Requests
 from bot.store.stories import SegmentRecord, Stories, StoryExists, StoryRecord
@@ -30,6 +31,7 @@ __all__ = [
     "SegmentRecord",
     "Store",
     "StoreBusy",
+    "StoreUnavailable",
     "Stories",
     "StoryExists",
     "StoryRecord",

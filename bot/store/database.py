@@ -1,12 +1,16 @@
-"""The Store: everything the bot keeps, in one SQLite file, through one aiosqlite connection.
+"""The Store: everything the bot keeps, through one connection: a SQLite file by default
+(aiosqlite), or a PostgreSQL database shared by several processes (`bot.store.postgres`).
 
-Promises:
-- WAL journal and foreign keys are on; the schema is migrated (or refused) when opened.
+Promises, on both backends:
+- The schema is migrated (or refused) when opened. On SQLite the WAL journal and foreign keys
+  are on, and a new database file is readable and writable by its owner only.
 - Each write method is one transaction: it happens whole or not at all. Writers are serialised
-  by a lock, so two coroutines never interleave statements inside one transaction.
-- When another process holds the write lock, SQLite waits `busy_timeout_ms`; the transaction
-  then retries a bounded number of times and finally raises `StoreBusy` (with a user message).
-- A new database file is created readable and writable by its owner only.
+  by a lock, so two coroutines never interleave statements inside one transaction; across
+  processes by the database's write lock (SQLite's, or an advisory lock on PostgreSQL).
+- When another process holds the write lock, the store waits `busy_timeout_ms`; the transaction
+  then retries a bounded number of times (counted in `busy_retries`) and finally raises
+  `StoreBusy` (with a user message). A PostgreSQL serialisation failure is `StoreBusy` too.
+- Times are stored as ISO-8601 UTC text (`utcnow()`) on both, so code reading them is the same.
 """
 
 from __future__ import annotations
@@ -16,20 +20,57 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import aiosqlite
 
 from bot.store import migrator
+from bot.store.errors import Locked, StoreBusy
 from bot.store.migrator import MigrationState
 
+if TYPE_CHECKING:
+    from bot.store.postgres import PgConnection
+
 log = logging.getLogger(__name__)
+
+
+# A row: addressable by column name and by index, and `dict(row)` gives its columns
+# (`sqlite3.Row` on SQLite, `asyncpg.Record` on PostgreSQL).
+Row = Any
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    async def fetchone(self) -> Row | None: ...
+
+    async def fetchall(self) -> Iterable[Row]: ...
+
+
+class Executing(Protocol):
+    """A statement on its way: awaited, or entered with `async with`, it gives its cursor."""
+
+    def __await__(self) -> Generator[Any, None, Cursor]: ...
+
+    async def __aenter__(self) -> Cursor: ...
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any, /) -> Any: ...
+
+
+class Connection(Protocol):
+    """The part of aiosqlite's connection the store uses (`PgConnection` has it too)."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Iterable[Any] = ..., /) -> Executing: ...
 
 
 def utcnow() -> str:
@@ -92,6 +133,16 @@ class OutputRecord:
     created_at: str
 
 
+def _is_postgres(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def _sqlite_path(target: str | Path) -> Path:
+    """The file a SQLite target names (a path, or `sqlite:///path`)."""
+    text = str(target)
+    return Path(text.removeprefix("sqlite:///")) if text.startswith("sqlite:///") else Path(target)
+
+
 def _create_private(path: Path) -> None:
     """Create an empty database file with mode 0600 before SQLite opens it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,23 +151,29 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-class StoreBusy(RuntimeError):
-    """The database stayed locked by another writer through every retry."""
-
-    user_message = "My notebook is busy right now. Please try again in a moment."
-
-
 class Store:
-    """Async access to the database. Build it with `Store.open(path)`."""
+    """Async access to the database. Build it with `Store.open(path or URL)`."""
 
     BUSY_RETRIES = 3
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, migrations: list[migrator.Migration]
+        self,
+        db: Connection,
+        migrations: list[migrator.Migration],
+        *,
+        path: Path | None = None,
+        location: str = "",
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self._db = db
-        self.path = path
+        self.path = path  # the SQLite file; None on PostgreSQL
+        self.location = location or str(path)  # where the data is, for logs (no password)
+        # which SQL the few statements the two spell differently use (PgConnection says)
+        self.dialect: str = getattr(db, "dialect", "sqlite")
         self.migrations = migrations
+        # writes begun again because another process held the write lock past the wait
+        self.busy_retries = 0
+        self._busy_timeout_ms = busy_timeout_ms
         self._write_lock = asyncio.Lock()
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -125,19 +182,28 @@ class Store:
     @asynccontextmanager
     async def open(
         cls,
-        path: str | Path,
+        target: str | Path,
         *,
         migrate: bool = True,
-        migrations_dir: Path | Traversable = migrator.MIGRATIONS_DIR,
+        migrations_dir: Path | Traversable | None = None,
         busy_timeout_ms: int = 5000,
     ) -> AsyncIterator[Store]:
-        """Open (creating if needed) the database at `path`, migrate it, and close it on exit.
+        """Open the database at `target` (a SQLite file, created if needed, or `sqlite:///path`;
+        or a `postgresql://user:pass@host:port/db` URL), migrate it, and close it on exit.
 
         With `migrate=False` the schema is only checked: pending migrations are left alone
         (for `db status`), but a database from a newer version is still refused.
-        `migrations_dir` defaults to the SQL files shipped in the `migrations` package.
+        `migrations_dir` defaults to the SQL files shipped in the `migrations` package (its
+        `postgresql` folder on PostgreSQL). A PostgreSQL server that cannot be reached raises
+        `StoreUnavailable` naming it (without the password).
         """
-        path = Path(path)
+        if _is_postgres(target):
+            async with cls._open_postgres(
+                str(target), migrate, migrations_dir, busy_timeout_ms
+            ) as store:
+                yield store
+            return
+        path = _sqlite_path(target)
         _create_private(path)
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
@@ -146,14 +212,38 @@ class Store:
             await db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             await db.execute("PRAGMA synchronous=NORMAL")
             db.row_factory = aiosqlite.Row
-            store = cls(db, path, migrator.discover(migrations_dir))
-            if migrate:
-                await migrator.upgrade(db, store.migrations)
-            else:
-                await migrator.status(db, store.migrations)
+            found = migrator.discover(migrations_dir or migrator.MIGRATIONS_DIR)
+            store = cls(db, found, path=path, busy_timeout_ms=busy_timeout_ms)
+            await store._check_schema(migrate)
             yield store
         finally:
             await db.close()
+
+    @classmethod
+    @asynccontextmanager
+    async def _open_postgres(
+        cls,
+        url: str,
+        migrate: bool,
+        migrations_dir: Path | Traversable | None,
+        busy_timeout_ms: int,
+    ) -> AsyncIterator[Store]:
+        from bot.store.postgres import PgConnection, redacted  # asyncpg: only when used
+
+        db = await PgConnection.connect(url)
+        try:
+            found = migrator.discover(migrations_dir or migrator.POSTGRES_MIGRATIONS_DIR)
+            store = cls(db, found, location=redacted(url), busy_timeout_ms=busy_timeout_ms)
+            await store._check_schema(migrate)
+            yield store
+        finally:
+            await db.close()
+
+    async def _check_schema(self, migrate: bool) -> None:
+        if migrate:
+            await migrator.upgrade(self._db, self.migrations)
+        else:
+            await migrator.status(self._db, self.migrations)
 
     async def migration_status(self) -> list[MigrationState]:
         """Every known migration and when it was applied (None: pending)."""
@@ -165,28 +255,38 @@ class Store:
             return await migrator.upgrade(self._db, self.migrations)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error).
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error; on
+        PostgreSQL, BEGIN and the write lock).
 
         Safe to cancel at any point: no transaction is ever left open on the connection (a
-        statement already handed to SQLite runs to its end, then the cancellation goes on).
-        Raises `StoreBusy` if another process keeps the database locked through every retry.
+        statement already handed to the database runs to its end, then the cancellation goes
+        on). Raises `StoreBusy` if another process keeps the database locked through every
+        retry.
         """
         async with self._write_lock:
             for attempt in range(self.BUSY_RETRIES + 1):
                 try:
-                    await _to_the_end(self._db.execute("BEGIN IMMEDIATE"))
+                    await _to_the_end(self._begin())
                     break
                 except asyncio.CancelledError:
                     if self._db.in_transaction:
                         await _to_the_end(self._db.execute("ROLLBACK"))
                     raise
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
+                except (sqlite3.OperationalError, Locked) as exc:
+                    if isinstance(exc, sqlite3.OperationalError) and not (
+                        "locked" in str(exc) or "busy" in str(exc)
+                    ):
                         raise
                     if attempt == self.BUSY_RETRIES:
                         raise StoreBusy(str(exc)) from exc
-                    log.warning("database busy (%s); retry %d", exc, attempt + 1)
+                    self.busy_retries += 1
+                    log.warning(
+                        "database busy (%s); retry %d (%d retries so far)",
+                        exc,
+                        attempt + 1,
+                        self.busy_retries,
+                    )
                     await asyncio.sleep(0.05 * 2**attempt)
             try:
                 yield self._db
@@ -195,7 +295,13 @@ class Store:
                 raise
             await _to_the_end(self._db.execute("COMMIT"))
 
-    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
+    async def _begin(self) -> None:
+        if self.dialect == "postgresql":
+            await cast("PgConnection", self._db).begin_write(self._busy_timeout_ms)
+        else:
+            await self._db.execute("BEGIN IMMEDIATE")
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """Run a read query. For tests and diagnostics; services use the typed methods."""
         async with self._db.execute(sql, params) as cur:
             return list(await cur.fetchall())
@@ -213,13 +319,12 @@ class Store:
         pending, nothing is stored and `RequestEnded` is raised.
         """
         async with self.transaction() as db:
-            cur = await db.execute(
+            output_id = await inserted_id(
+                db,
                 "INSERT INTO outputs (guild_id, channel_id, requester_id, command, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (gen.guild_id, gen.channel_id, gen.user_id, gen.command, utcnow()),
             )
-            output_id = cur.lastrowid
-            assert output_id is not None
             generation_id = await self._insert_generation(db, gen, output_id)
             await db.execute(
                 "UPDATE outputs SET chosen_id = ? WHERE id = ?", (generation_id, output_id)
@@ -241,14 +346,13 @@ class Store:
         return generation_id
 
     @staticmethod
-    async def _insert_generation(
-        db: aiosqlite.Connection, gen: NewGeneration, output_id: int | None
-    ) -> int:
-        cur = await db.execute(
+    async def _insert_generation(db: Connection, gen: NewGeneration, output_id: int | None) -> int:
+        return await inserted_id(
+            db,
             "INSERT INTO generations (output_id, guild_id, channel_id, user_id, command, prompt,"
             " params, model, output, finish_reason, refines_id, refine_kind, prompt_tokens,"
             " completion_tokens, queued_ms, generation_ms, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 output_id,
                 gen.guild_id,
@@ -269,8 +373,6 @@ class Store:
                 utcnow(),
             ),
         )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     async def set_output_message(self, output_id: int, message_id: int) -> None:
         """Record the Discord message that shows an output."""
@@ -375,6 +477,14 @@ class Store:
             )
 
 
+async def inserted_id(db: Connection, sql: str, params: tuple[Any, ...]) -> int:
+    """Run an `INSERT ... RETURNING id` (SQLite >= 3.35 and PostgreSQL alike); the new id."""
+    async with db.execute(sql, params) as cur:
+        row = await cur.fetchone()
+    assert row is not None, "an INSERT ... RETURNING id returned no row"
+    return int(row[0])
+
+
 async def _to_the_end(step: Awaitable[Any]) -> Any:
     """Await `step` to its end even if the caller is cancelled meanwhile, then let the
     cancellation go on: a BEGIN, COMMIT or ROLLBACK cut off half-way would leave the shared
@@ -400,7 +510,7 @@ class RequestEnded(RuntimeError):
 
 
 async def _journal_saved(
-    db: aiosqlite.Connection, request_id: int | None, output_id: int, generation_id: int
+    db: Connection, request_id: int | None, output_id: int, generation_id: int
 ) -> None:
     """Mark a pending journalled request saved with its generation (inside the caller's
     transaction); raises `RequestEnded`, rolling it back, when the request is not pending."""
@@ -415,7 +525,7 @@ async def _journal_saved(
         raise RequestEnded(request_id)
 
 
-def _generation(row: aiosqlite.Row) -> GenerationRecord:
+def _generation(row: Row) -> GenerationRecord:
     values = dict(row)
     values["prompt"] = _loads(values["prompt"])
     values["params"] = _loads(values["params"])

@@ -15,9 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiosqlite
-
-from bot.store.database import Store, utcnow
+from bot.store.database import Connection, Store, utcnow
 
 UP, DOWN = 1, -1
 
@@ -147,8 +145,9 @@ class Feedback:
         where = "o.guild_id = ?" + (" AND o.channel_id = ?" if channel_id is not None else "")
         params = (guild_id,) if channel_id is None else (guild_id, channel_id)
         tally = (
-            "COALESCE(SUM(f.kind = 'vote' AND f.value = '1'), 0) AS up,"
-            " COALESCE(SUM(f.kind = 'vote' AND f.value = '-1'), 0) AS down"
+            "COALESCE(SUM(CASE WHEN f.kind = 'vote' AND f.value = '1' THEN 1 ELSE 0 END), 0)"
+            " AS up, COALESCE(SUM(CASE WHEN f.kind = 'vote' AND f.value = '-1' THEN 1 ELSE 0"
+            " END), 0) AS down"
         )
         commands = await self.store.fetchall(
             f"SELECT o.command AS name, COUNT(DISTINCT o.id) AS total, {tally},"
@@ -187,11 +186,18 @@ class Feedback:
         where, params = (
             ("o.guild_id = ?", (guild_id,)) if guild_id is not None else ("o.guild_id > 0", ())
         )
+        # the one aggregate the two databases spell differently (SQLite 3.44 has string_agg)
+        counted = "CASE WHEN f.kind IN ('vote', 'keep') THEN f.id END"
+        joined = (
+            f"string_agg(CAST({counted} AS TEXT), ',')"
+            if self.store.dialect == "postgresql"
+            else f"GROUP_CONCAT({counted})"
+        )
         rows = await self.store.fetchall(
             "SELECT g.id, g.output_id, g.prompt, g.output,"
             " COALESCE(SUM(CASE WHEN f.kind = 'vote' THEN CAST(f.value AS INTEGER) END), 0)"
-            " AS score, COALESCE(MAX(f.kind = 'keep'), 0) AS kept,"
-            " GROUP_CONCAT(CASE WHEN f.kind IN ('vote', 'keep') THEN f.id END) AS feedback_ids"
+            " AS score, COALESCE(MAX(CASE WHEN f.kind = 'keep' THEN 1 ELSE 0 END), 0) AS kept,"
+            f" {joined} AS feedback_ids"
             " FROM generations g JOIN outputs o ON o.id = g.output_id"
             " LEFT JOIN feedback f ON f.generation_id = g.id"
             f" WHERE {where} GROUP BY g.id ORDER BY g.output_id, g.id",
@@ -236,14 +242,16 @@ class Feedback:
             # the ids alone are kept, to mark adapters trained on what is forgotten here
             now = utcnow()
             await db.execute(
-                "INSERT OR IGNORE INTO forgotten_rows (source, row_id, forgotten_at)"
-                " SELECT 'feedback', id, ? FROM feedback WHERE user_id = ?",
+                "INSERT INTO forgotten_rows (source, row_id, forgotten_at)"
+                " SELECT 'feedback', id, CAST(? AS TEXT) FROM feedback WHERE user_id = ?"
+                " ON CONFLICT DO NOTHING",
                 (now, user_id),
             )
             await db.execute(
-                "INSERT OR IGNORE INTO forgotten_rows (source, row_id, forgotten_at)"
-                " SELECT 'generation', id, ? FROM generations WHERE user_id = ? OR output_id IN"
-                " (SELECT id FROM outputs WHERE requester_id = ?)",
+                "INSERT INTO forgotten_rows (source, row_id, forgotten_at)"
+                " SELECT 'generation', id, CAST(? AS TEXT) FROM generations WHERE user_id = ?"
+                " OR output_id IN (SELECT id FROM outputs WHERE requester_id = ?)"
+                " ON CONFLICT DO NOTHING",
                 (now, user_id, user_id),
             )
             votes = await db.execute("DELETE FROM feedback WHERE user_id = ?", (user_id,))
@@ -298,14 +306,15 @@ class Feedback:
 # One row per person, generation and kind; a second one replaces the first.
 _UPSERT = (
     "INSERT INTO feedback (generation_id, output_id, user_id, kind, value, created_at)"
-    " SELECT id, output_id, ?, ?, ?, ? FROM generations WHERE id = ?"
+    " SELECT id, output_id, CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT),"
+    " CAST(? AS TEXT) FROM generations WHERE id = ?"
     " ON CONFLICT (generation_id, user_id, kind) DO UPDATE SET value = excluded.value,"
     " created_at = excluded.created_at"
 )
 
 
 async def _one_per_output(
-    db: aiosqlite.Connection, generation_id: int, user_id: int, kind: str, value: str
+    db: Connection, generation_id: int, user_id: int, kind: str, value: str
 ) -> None:
     """Set the person's one row of `kind` on the output that shows `generation_id`; an earlier
     one on any version of that output goes (inside the caller's transaction)."""

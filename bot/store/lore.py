@@ -11,16 +11,14 @@ object.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
-import aiosqlite
-
 from bot.lore.entries import LoreEntry
 from bot.lore.select import Lorebook
-from bot.store.database import Store, utcnow
+from bot.store.database import Connection, Row, Store, inserted_id, utcnow
+from bot.store.errors import IntegrityError
 
 Scope = Literal["story", "channel"]
 # A lorebook holds at most this many entries: selection stays fast (see tests/test_lore.py).
@@ -35,7 +33,7 @@ class LoreFull(RuntimeError):
     """The lorebook would hold more than `MAX_ENTRIES` entries."""
 
 
-def _entry(row: aiosqlite.Row) -> LoreEntry:
+def _entry(row: Row) -> LoreEntry:
     return LoreEntry(
         id=row["id"],
         name=row["name"],
@@ -99,7 +97,7 @@ class Lore:
         """Every entry of a lorebook, highest priority first, then by name."""
         rows = await self.store.fetchall(
             "SELECT * FROM lore_entries WHERE scope = ? AND scope_id = ?"
-            " ORDER BY priority DESC, name COLLATE NOCASE",
+            " ORDER BY priority DESC, lower(name)",
             (scope, scope_id),
         )
         return [_entry(r) for r in rows]
@@ -108,7 +106,7 @@ class Lore:
         """The entry called `name` (any case), if there is one."""
         rows = await self.store.fetchall(
             "SELECT * FROM lore_entries WHERE scope = ? AND scope_id = ?"
-            " AND name = ? COLLATE NOCASE",
+            " AND lower(name) = lower(?)",
             (scope, scope_id, name),
         )
         return _entry(rows[0]) if rows else None
@@ -155,7 +153,7 @@ class Lore:
             for entry in entries:
                 async with db.execute(
                     "SELECT id FROM lore_entries WHERE scope = ? AND scope_id = ?"
-                    " AND name = ? COLLATE NOCASE",
+                    " AND lower(name) = lower(?)",
                     (scope, scope_id, entry.name),
                 ) as found:
                     row = await found.fetchone()
@@ -167,15 +165,16 @@ class Lore:
                     updated += 1
                     continue
                 try:
-                    cur = await db.execute(
+                    new_id = await inserted_id(
+                        db,
                         f"INSERT INTO lore_entries (guild_id, scope, scope_id, {_COLUMNS},"
                         " created_by, created_at, updated_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                         (guild_id, scope, scope_id, *_values(entry), created_by, now, now),
                     )
-                except sqlite3.IntegrityError:  # two entries of one name in the same import
+                except IntegrityError:  # two entries of one name in the same import
                     raise LoreExists(entry.name) from None
-                ids.append(int(cur.lastrowid or 0))
+                ids.append(new_id)
             async with db.execute(
                 "SELECT COUNT(*) FROM lore_entries WHERE scope = ? AND scope_id = ?",
                 (scope, scope_id),
@@ -195,13 +194,11 @@ class Lore:
         try:
             async with self._writing() as db:
                 await db.execute(_UPDATE, (*_values(entry), utcnow(), entry_id))
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise LoreExists(entry.name) from None
 
     @asynccontextmanager
-    async def _writing(
-        self, book: tuple[Scope, int] | None = None
-    ) -> AsyncIterator[aiosqlite.Connection]:
+    async def _writing(self, book: tuple[Scope, int] | None = None) -> AsyncIterator[Connection]:
         """A write transaction, after which (commit or rollback) the prepared `book` is
         forgotten (None: every book, when which one is not worth a query). Not before: a book
         prepared meanwhile may have read rows not yet committed on the shared connection."""

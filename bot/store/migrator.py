@@ -1,5 +1,9 @@
 """Plain numbered SQL migrations (`migrations/NNNN_name.sql`), recorded inside the database.
 
+SQLite's files are `migrations/*.sql`; PostgreSQL's, with the same numbers and names, are in
+`migrations/postgresql/` (its types differ: 64-bit ids, identity columns). Both are recorded in
+`schema_migrations` the same way, so `db status` and `db upgrade` read alike on either.
+
 The files ship inside the top-level `migrations` package (as package data) and are found through
 `importlib.resources`, so an installed bot finds them as well as a checkout does. Each file is
 applied together with its row in `schema_migrations` in one transaction: a failing migration
@@ -15,11 +19,15 @@ from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-import aiosqlite
+if TYPE_CHECKING:
+    from bot.store.database import Connection
+    from bot.store.postgres import PgConnection
 
 # The shipped migrations. Tests pass a `Path` of their own instead; both are `Traversable`.
 MIGRATIONS_DIR: Traversable = files("migrations")
+POSTGRES_MIGRATIONS_DIR: Traversable = MIGRATIONS_DIR / "postgresql"
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -59,14 +67,25 @@ def discover(directory: Path | Traversable = MIGRATIONS_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-async def _ensure_table(db: aiosqlite.Connection) -> None:
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-    )
+_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
 
 
-async def status(db: aiosqlite.Connection, migrations: list[Migration]) -> list[MigrationState]:
+def _postgres(db: Connection) -> PgConnection | None:
+    return cast("PgConnection", db) if getattr(db, "dialect", "") == "postgresql" else None
+
+
+async def _ensure_table(db: Connection) -> None:
+    pg = _postgres(db)
+    if pg is not None:
+        await pg.ensure_table("schema_migrations", _TABLE)
+    else:
+        await db.execute(_TABLE)
+
+
+async def status(db: Connection, migrations: list[Migration]) -> list[MigrationState]:
     """Every known migration with when it was applied (None: pending).
 
     Raises `MigrationError` when the database has a migration this code does not know, which
@@ -86,11 +105,12 @@ async def status(db: aiosqlite.Connection, migrations: list[Migration]) -> list[
     return [MigrationState(m, applied.get(m.version, (None, None))[1]) for m in migrations]
 
 
-async def upgrade(db: aiosqlite.Connection, migrations: list[Migration]) -> list[Migration]:
+async def upgrade(db: Connection, migrations: list[Migration]) -> list[Migration]:
     """Apply every pending migration in order; returns those applied.
 
-    The connection must be in autocommit mode (`isolation_level=None`) so that the explicit
-    BEGIN/COMMIT below are the only transaction boundaries.
+    A SQLite connection must be in autocommit mode (`isolation_level=None`) so that the explicit
+    BEGIN/COMMIT below are the only transaction boundaries. On PostgreSQL each migration runs
+    under the write lock, and one that another process applied meanwhile is skipped.
     """
     done: list[Migration] = []
     for state in await status(db, migrations):
@@ -99,6 +119,15 @@ async def upgrade(db: aiosqlite.Connection, migrations: list[Migration]) -> list
         migration = state.migration
         sql = migration.path.read_text(encoding="utf-8")
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        pg = _postgres(db)
+        if pg is not None:
+            try:
+                if await pg.apply(sql, migration.version, migration.name, now):
+                    done.append(migration)
+            except Exception as exc:
+                raise MigrationError(f"migration {migration.label} failed: {exc}") from exc
+            continue
+        lite: Any = db  # aiosqlite's connection: executescript
         # executescript runs the file and its record as one transaction; name and version
         # come from a validated file name, so the f-string cannot inject anything.
         script = (
@@ -109,10 +138,10 @@ async def upgrade(db: aiosqlite.Connection, migrations: list[Migration]) -> list
             "COMMIT;"
         )
         try:
-            await db.executescript(script)
+            await lite.executescript(script)
         except Exception as exc:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
+            if lite.in_transaction:
+                await lite.execute("ROLLBACK")
             raise MigrationError(f"migration {migration.label} failed: {exc}") from exc
         done.append(migration)
     return done

@@ -17,9 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiosqlite
-
-from bot.store.database import Store, utcnow
+from bot.store.database import Connection, Row, Store, inserted_id, utcnow
 
 Kind = Literal["generator", "reward"]
 EVERY_SERVER = 0
@@ -54,14 +52,14 @@ class Promotion:
     promoted_at: str
 
 
-def _adapter(row: aiosqlite.Row) -> AdapterRecord:
+def _adapter(row: Row) -> AdapterRecord:
     values = dict(row)
     values["manifest"] = json.loads(values["manifest"])
     values["promotable"] = bool(values["promotable"])
     return AdapterRecord(**values)
 
 
-def _promotion(row: aiosqlite.Row) -> Promotion:
+def _promotion(row: Row) -> Promotion:
     values = dict(row)
     values["forced"] = bool(values["forced"])
     del values["rolled_back_at"]
@@ -81,7 +79,7 @@ class Models:
                 await self._insert(db, record)
 
     @staticmethod
-    async def _insert(db: aiosqlite.Connection, record: AdapterRecord) -> None:
+    async def _insert(db: Connection, record: AdapterRecord) -> None:
         await db.execute(
             "INSERT INTO adapters (id, kind, guild_id, base_model, base_hash, path, manifest,"
             " promotable, verdict, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -125,12 +123,13 @@ class Models:
         """Put `adapter_id` (None: the base model) in force for `scope` (a guild id, or
         `EVERY_SERVER`)."""
         async with self.store.transaction() as db:
-            cur = await db.execute(
+            promotion_id = await inserted_id(
+                db,
                 "INSERT INTO promotions (scope, kind, adapter_id, forced, promoted_by,"
-                " promoted_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " promoted_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (scope, kind, adapter_id, int(forced), by, utcnow()),
             )
-            async with db.execute("SELECT * FROM promotions WHERE id = ?", (cur.lastrowid,)) as c:
+            async with db.execute("SELECT * FROM promotions WHERE id = ?", (promotion_id,)) as c:
                 row = await c.fetchone()
         assert row is not None
         return _promotion(row)
@@ -180,7 +179,7 @@ class Models:
         """How many of these ids were deleted by forget-me."""
         found = 0
         for source, ids in (("generation", generation_ids), ("feedback", feedback_ids)):
-            for start in range(0, len(ids), 500):  # SQLite's parameter limit
+            for start in range(0, len(ids), 500):  # under SQLite's parameter limit
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = await self.store.fetchall(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.store.database import Store, utcnow
+from bot.store.database import Store, inserted_id, utcnow
 
 ENDED = ("done", "failed", "cancelled", "interrupted")
 
@@ -83,10 +83,12 @@ class Requests:
         """Record a request that was just accepted; returns its id."""
         now = utcnow()
         async with self.store.transaction() as db:
-            cur = await db.execute(
+            return await inserted_id(
+                db,
                 "INSERT INTO requests (command, task, guild_id, channel_id, user_id, message_id,"
                 " interaction_token, token_expires_at, output_id, refines_id, refine_kind,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
                 (
                     new.command,
                     json.dumps(new.task),
@@ -103,8 +105,6 @@ class Requests:
                     now,
                 ),
             )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     async def started(self, request_id: int) -> None:
         """Count one more start of the model on this request (a crash loop is bounded by it)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.store.database import Store, utcnow
+from bot.store.database import Store, inserted_id, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +70,13 @@ class Stories:
         if await self.active(channel_id) is not None:
             raise StoryExists(channel_id)
         async with self.store.transaction() as db:
-            cur = await db.execute(
+            story_id = await inserted_id(
+                db,
                 "INSERT INTO stories (guild_id, channel_id, title, premise, genre, created_by,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (guild_id, channel_id, title, premise, genre, created_by, utcnow()),
             )
-            story_id = cur.lastrowid
-        story = await self.get(story_id or 0)
+        story = await self.get(story_id)
         assert story is not None
         return story
 
@@ -120,10 +120,11 @@ class Stories:
                 position = await counted.fetchone()
             if position is None:
                 raise LookupError(f"no story {story_id}")
-            cur = await db.execute(
+            segment_id = await inserted_id(
+                db,
                 "INSERT INTO story_segments (story_id, channel_id, author_id, text, position,"
                 " source, generation_id, message_id, created_at) VALUES (?, ?, ?, ?, ?,"
-                " ?, ?, ?, ?)",
+                " ?, ?, ?, ?) RETURNING id",
                 (
                     story_id,
                     channel_id,
@@ -136,7 +137,6 @@ class Stories:
                     utcnow(),
                 ),
             )
-            segment_id = cur.lastrowid
         rows = await self.store.fetchall("SELECT * FROM story_segments WHERE id = ?", (segment_id,))
         return SegmentRecord(**dict(rows[0]))
 
@@ -190,10 +190,11 @@ class Stories:
             raise StoryExists(channel_id)
         keep_summary = story.summary_upto <= at
         async with self.store.transaction() as db:
-            cur = await db.execute(
+            branch_id = await inserted_id(
+                db,
                 "INSERT INTO stories (guild_id, channel_id, title, premise, genre, created_by,"
                 " created_at, note, parent_id, branch_from, last_position, summary,"
-                " summary_upto) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " summary_upto) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     story.guild_id,
                     channel_id,
@@ -210,16 +211,15 @@ class Stories:
                     story.summary_upto if keep_summary else 0,
                 ),
             )
-            branch_id = cur.lastrowid
             await db.execute(
                 "INSERT INTO lore_entries (guild_id, scope, scope_id, kind, name, keys, regex,"
                 " always, priority, text, voice, enabled, created_by, created_at, updated_at)"
-                " SELECT guild_id, scope, ?, kind, name, keys, regex, always, priority, text,"
-                " voice, enabled, created_by, created_at, updated_at FROM lore_entries"
-                " WHERE scope = 'story' AND scope_id = ?",
+                " SELECT guild_id, scope, CAST(? AS BIGINT), kind, name, keys, regex, always,"
+                " priority, text, voice, enabled, created_by, created_at, updated_at"
+                " FROM lore_entries WHERE scope = 'story' AND scope_id = ?",
                 (branch_id, story.id),
             )
-        made = await self.get(branch_id or 0)
+        made = await self.get(branch_id)
         assert made is not None
         return made
 

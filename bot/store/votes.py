@@ -10,13 +10,11 @@ too) and returns the tally it ended with; a closed vote with a winner stays `una
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import aiosqlite
-
-from bot.store.database import Store, utcnow
+from bot.store.database import Row, Store, inserted_id, utcnow
+from bot.store.errors import IntegrityError
 
 
 class VoteOpen(RuntimeError):
@@ -52,7 +50,7 @@ class Tally:
         return sum(self.counts)
 
 
-def _vote(row: aiosqlite.Row) -> VoteRecord:
+def _vote(row: Row) -> VoteRecord:
     values = dict(row)
     values["options"] = tuple(json.loads(values["options"]))
     return VoteRecord(**values)
@@ -84,9 +82,11 @@ class Votes:
         """Open a vote; `VoteOpen` if the story has one."""
         try:
             async with self.store.transaction() as db:
-                cur = await db.execute(
+                vote_id = await inserted_id(
+                    db,
                     "INSERT INTO story_votes (story_id, guild_id, channel_id, options,"
-                    " created_by, closes_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " created_by, closes_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " RETURNING id",
                     (
                         story_id,
                         guild_id,
@@ -97,9 +97,9 @@ class Votes:
                         utcnow(),
                     ),
                 )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise VoteOpen(story_id) from None
-        made = await self.get(cur.lastrowid or 0)
+        made = await self.get(vote_id)
         assert made is not None
         return made
 

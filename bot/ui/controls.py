@@ -96,7 +96,9 @@ def _routes(client: discord.Client) -> _Routes:
     return _ROUTES.setdefault(client, _Routes())
 
 
-def handle_output_controls(bot: commands.Bot, handler: ControlHandler | None) -> None:
+def handle_output_controls(
+    bot: commands.Bot | commands.AutoShardedBot, handler: ControlHandler | None
+) -> None:
     """Send presses of the buttons under every output on `bot` to `handler` (from a cog's
     `cog_load`); None (from `cog_unload`) stops listening for them."""
     _routes(bot).output = handler
@@ -106,7 +108,9 @@ def handle_output_controls(bot: commands.Bot, handler: ControlHandler | None) ->
         bot.add_dynamic_items(OutputControl)
 
 
-def handle_expand_menu(bot: commands.Bot, handler: ExpandHandler | None) -> None:
+def handle_expand_menu(
+    bot: commands.Bot | commands.AutoShardedBot, handler: ExpandHandler | None
+) -> None:
     """Send choices in the expand menu under brainstormed lists on `bot` to `handler`; None
     stops listening for them."""
     _routes(bot).expand = handler

@@ -7,6 +7,9 @@ written again; each story's turns run one after another, so its parts land once 
 A request too old to finish, or one the bot kept dying on, gets a plain note and a 🔁 button
 that asks again. Messages are edited with the interaction's token while it is valid, else as
 the bot's own message by id.
+
+With several processes on one database (`SHARD_IDS`), each finishes only the requests of the
+servers its shards carry (direct messages: shard 0's), so none is answered twice.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import discord
 from bot.generation.queue import GenerationHandle
 from bot.generation.types import QueueRefused
 from bot.services import Services
+from bot.shards import owns
 from bot.store import RequestRecord
 from bot.ui.controls import controls_for
 from bot.ui.deliver import Editor, deliver, journal, show_written
@@ -115,6 +119,14 @@ class Resumer:
         if pruned:
             log.info("journal: %d finished request(s) older than a week deleted", pruned)
         rows = await requests.unfinished()
+        theirs = [row for row in rows if not owns(settings, row.guild_id)]
+        if theirs:  # another process's shards carry those servers: it finishes them
+            log.info(
+                "journal: %d unfinished request(s) of other shards' servers left to their "
+                "process(es)",
+                len(theirs),
+            )
+            rows = [row for row in rows if owns(settings, row.guild_id)]
         counts: Counter[str] = Counter()
         stories: dict[int, list[RequestRecord]] = {}
         for row in rows:
