@@ -50,10 +50,12 @@ bench-peers: $(STAMP)
 	$(PY) -m tools.bench_peers
 
 # How many Discord events one bot process holds: 5,000 servers over 4 shards in the emulator, a
-# rising message rate, a stand-in generation server (a few minutes; results in bench/results/).
+# rising message rate, a stand-in generation server; on SQLite, then on a throwaway PostgreSQL
+# (about 3 minutes each; results in bench/results/).
 capacity: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m tools.capacity
+	$(PY) -m tools.capacity --postgres --out bench/results/capacity-postgresql
 
 # What the model writes, by form and command, on the configured model (a few minutes on a CPU).
 eval: $(STAMP)

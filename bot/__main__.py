@@ -13,11 +13,10 @@ import asyncio
 import logging
 import signal
 import sys
-from urllib.parse import urlsplit
 
 import discord
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, url_secrets
 from bot.logs import setup_logging
 from bot.store import MigrationError, Store, StoreUnavailable
 
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         secrets=[
             settings.discord_token or "",
             settings.openai_api_key or "",
-            urlsplit(settings.database_url or "").password or "",  # DATABASE_URL's password
+            *url_secrets(settings.database_url),  # DATABASE_URL's password
         ],
     )
     try:

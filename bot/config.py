@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from dotenv import dotenv_values
 
@@ -85,7 +85,7 @@ class Settings:
             if shown[secret]:
                 shown[secret] = "***"
         if self.database_url:  # its password
-            shown["database_url"] = _without_password(self.database_url)
+            shown["database_url"] = without_password(self.database_url)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @property
@@ -193,16 +193,30 @@ def _database_url(raw: str) -> str | None:
     ):
         return value
     raise ConfigError(
-        f"DATABASE_URL={_without_password(value)!r} is not valid; use"
+        f"DATABASE_URL={without_password(value)!r} is not valid; use"
         " postgresql://user:password@host:5432/database, or sqlite:///path/to/file."
     )
 
 
-def _without_password(url: str) -> str:
+_SECRET_QUERY = ("password", "sslpassword")
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The secrets written in a database URL: its password, and a `?password=` (libpq and
+    asyncpg read that form too)."""
+    if not url:
+        return []
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    found = [parts.password] if parts.password else []
+    found += [v for k, v in parse_qsl(parts.query) if k in _SECRET_QUERY and v]
+    return found
+
+
+def without_password(url: str) -> str:
+    """`url` with every secret in it shown as `***` (for logs and messages)."""
+    for secret in url_secrets(url):
+        url = url.replace(secret, "***")
+    return url
 
 
 def _shard_count(raw: str) -> int | None:

@@ -13,6 +13,8 @@ from bot.generation.pool import PooledEngine, ServerStats
 from bot.ui.render import EMBED_COLOUR
 from bot.ui.replies import NO_MENTIONS
 
+FIELD_LIMIT = 1024  # Discord's limit on one embed field's value
+
 if TYPE_CHECKING:
     from bot.app import LLMOSBot, ShardStatus
 
@@ -49,6 +51,19 @@ def _server_line(index: int, server: ServerStats) -> str:
     )
 
 
+def _field(lines: list[str], limit: int = FIELD_LIMIT) -> str:
+    """`lines` as one embed field's value: Discord refuses a field over 1,024 characters, so a
+    long list ends with how many lines it leaves out."""
+    shown: list[str] = []
+    for n, line in enumerate(lines):
+        rest = len(lines) - n
+        tail = f"… and {rest} more" if rest > 1 else ""
+        if len("\n".join([*shown, line])) + len(tail) + 1 > limit:
+            return "\n".join([*shown, f"… and {rest} more"])
+        shown.append(line)
+    return "\n".join(shown)
+
+
 class About(commands.Cog):
     """What is running: the model, the shards, the queue."""
 
@@ -73,14 +88,19 @@ class About(commands.Cog):
         ]
         if services.vision is not None:
             lines.insert(1, f"Pictures: {services.vision.engine.model_name}")
-        shards = "\n".join(_shard_line(shard) for shard in self.bot.shard_report())
+        shards = _field([_shard_line(shard) for shard in self.bot.shard_report()])
         embed = discord.Embed(
             title="About LLMOS", description="\n".join(lines), colour=EMBED_COLOUR
         )
         embed.add_field(name="Shards in this process", value=shards or "none yet", inline=False)
         if isinstance(engine, PooledEngine):
-            servers = [_server_line(i, s) for i, s in enumerate(engine.stats(), start=1)]
-            embed.add_field(name="Generation servers", value="\n".join(servers), inline=False)
+            stats = engine.stats()
+            # the ejected first: with a large pool they are what an admin looks for
+            order = sorted(enumerate(stats, start=1), key=lambda pair: not pair[1].ejected)
+            servers = [_server_line(i, s) for i, s in order]
+            ejected = sum(s.ejected for s in stats)
+            name = f"Generation servers: {len(stats) - ejected} of {len(stats)} in"
+            embed.add_field(name=name, value=_field(servers), inline=False)
         await interaction.response.send_message(
             embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS
         )

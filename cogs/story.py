@@ -28,6 +28,7 @@ from bot.books.epub import Book, Part, chapters_by_session, story_epub
 from bot.generation.types import QueueRefused
 from bot.prompts.story import LENGTHS
 from bot.services import Services
+from bot.shards import owns
 from bot.store import StoryExists, StoryRecord
 from bot.store.votes import Tally, VoteOpen, VoteRecord
 from bot.ui.deliver import answer_in_channel, answer_with_generation
@@ -561,14 +562,19 @@ class Story(commands.GroupCog, group_name="story"):
         """Close each open vote when its time comes, and act on any closed vote whose part was
         never asked for (a restart came between): now and after every restart."""
         await self.bot.wait_until_ready()  # channels are known once connected
+        settings = self.services.settings
         try:
             for vote in await self.services.votes.unacted():
-                self._spawn(self._act_logged(vote))
+                # another process's shards carry that server: it acts, once, not both of us
+                if owns(settings, vote.guild_id):
+                    self._spawn(self._act_logged(vote))
         except Exception:
             log.exception("could not read the votes left unacted")
         while True:
             try:
-                due = await self.services.votes.all_open()
+                due = [
+                    v for v in await self.services.votes.all_open() if owns(settings, v.guild_id)
+                ]
             except Exception:
                 log.exception("could not read the open votes")
                 due = []

@@ -180,6 +180,20 @@ async def test_lorebooks_in_the_store(db_target: str | Path) -> None:
         assert await lore.count("story", 1) == 1
 
 
+async def test_a_name_beyond_ascii_is_found_and_replaced(db_target: str | Path) -> None:
+    # names lower the same way on both sides of the comparison (ASCII letters only, as SQLite
+    # does), so "Élodie" finds itself and an import replaces it instead of colliding
+    async with Store.open(db_target) as store:
+        lore = Lore(store)
+        await lore.add("story", 1, entry("Élodie", "A painter."), guild_id=9, created_by=5)
+        assert (await lore.get("story", 1, "Élodie")).text == "A painter."  # type: ignore[union-attr]
+        _, replaced = await lore.add_many(
+            "story", 1, [entry("Élodie", "A sculptor.")], guild_id=9, created_by=5, replace=True
+        )
+        assert replaced == 1
+        assert [e.text for e in await lore.entries("story", 1)] == ["A sculptor."]
+
+
 async def test_a_branch_shares_its_parts_and_keeps_its_own(db_target: str | Path) -> None:
     async with Store.open(db_target) as store:
         stories, lore = Stories(store), Lore(store)

@@ -7,35 +7,29 @@ and nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
+from bot.generation import types
 from bot.preferences import Preferences
 from bot.store import Store
 from emulator import Emulator, Message
 from tests.conftest import settled
 from tests.test_pool import Served
-from tests.test_process import TOKEN, BotProcess, bot_env
+from tests.test_process import TOKEN, BotProcess, start_bot
 
 pytestmark = pytest.mark.slow
 
 PER_SERVER = 3  # mentions per Discord server; 4 servers, 2 per shard
-
-
-async def start_bot(emu: Emulator, tmp_path: Path, env: dict[str, str], shard: int) -> BotProcess:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        cwd=tmp_path,
-        env=bot_env(emu, tmp_path / "unused.sqlite3", **env, SHARD_IDS=str(shard)),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    return BotProcess(proc)
+# every polite failure the engine and the queue can show instead of an answer
+FAILURES = [
+    message
+    for kind in vars(types).values()
+    if isinstance(kind, type)
+    and isinstance(message := getattr(kind, "user_message", None), str)
+    and len(message) > 20  # not "Cancelled.", which a model might write
+]
 
 
 async def test_two_shards_one_database_a_pool_losing_a_server_answer_everything_once(
@@ -72,7 +66,8 @@ async def test_two_shards_one_database_a_pool_losing_a_server_answer_everything_
             "LOG_LEVEL": "INFO",
             "SHARD_COUNT": "2",
         }
-        bots = [await start_bot(emu, tmp_path, env, shard) for shard in (0, 1)]
+        unused = tmp_path / "unused.sqlite3"  # DATABASE_URL wins
+        bots = [await start_bot(emu, unused, tmp_path, **env, SHARD_IDS=str(s)) for s in (0, 1)]
         await asyncio.gather(*(asyncio.to_thread(s.wait_ready) for s in servers))
         for shard, bot in enumerate(bots):
             await bot.wait_log(
@@ -107,7 +102,7 @@ async def test_two_shards_one_database_a_pool_losing_a_server_answer_everything_
             assert len(replies) == 1, [r.content for r in replies]  # answered once
             shown = replies[0].content or replies[0].embeds[0].get("description", "")
             assert shown.strip(), "an empty answer"
-            assert "problem" not in shown and "try again" not in shown, shown  # not a failure
+            assert not any(said in shown for said in FAILURES), shown  # an answer, no apology
 
         # each mention reached only the session of its server's shard, so only one process
         for message, channel in zip(asked, channels * PER_SERVER, strict=True):

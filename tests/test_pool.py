@@ -393,6 +393,17 @@ async def test_a_replay_that_writes_otherwise_fails_politely_with_what_was_shown
     assert failure.value.user_message.startswith("The model ran into a problem")
 
 
+async def test_a_replay_that_ends_short_of_what_was_shown_fails_politely() -> None:
+    # the first server showed "one two" and died; the other's whole answer is only "one"
+    dying, short = StandIn(die_after=2), StandIn(words=("one",))
+    async with pool_of(dying, short) as (_, queue):
+        handle = queue.submit(req(1, "rain"))
+        with pytest.raises(EngineFailure) as failure:
+            await handle.result()
+    assert failure.value.partial_text == "one two"  # what was shown stays; nothing else saved
+    assert "could not be resumed" in str(failure.value)
+
+
 async def test_sampled_requests_get_a_seed_so_a_replay_can_match() -> None:
     a = StandIn()
     async with pool_of(a) as (_, queue):

@@ -71,13 +71,14 @@ def bot_env(emu: Emulator | None, db: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-async def start_bot(emu: Emulator, db: Path, cwd: Path) -> BotProcess:
+async def start_bot(emu: Emulator, db: Path, cwd: Path, **extra: str) -> BotProcess:
+    """`python -m bot` against `emu`, with `extra` settings; its log is read as it comes."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
         cwd=cwd,
-        env=bot_env(emu, db),
+        env=bot_env(emu, db, **extra),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from bot.store.requests import NewRequest, Requests
 from bot.ui.resume import LOST, TOO_OLD
 from emulator import Emulator, Message
 from tests.fakes import ScriptedEngine
-from tests.test_process import TOKEN, BotProcess, bot_env
+from tests.test_process import TOKEN, BotProcess, start_bot
 
 
 class Client:
@@ -264,18 +263,9 @@ async def test_two_processes_one_shard_each_answer_each_server_once(
             "SHARD_COUNT": "2",
         }
         for shard, extra in ((0, {"RESUME_MAX_AGE": "0"}), (1, {})):
-            env = bot_env(emu, db, **settings, SHARD_IDS=str(shard), **extra)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                cwd=tmp_path,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
+            processes.append(
+                await start_bot(emu, db, tmp_path, **settings, SHARD_IDS=str(shard), **extra)
             )
-            processes.append(BotProcess(proc))
         for bot in processes:
             await bot.wait_log(r"Connected as LLMOS to 1 server\(s\) on shard\(s\) \d of 2", 180)
         assert "on shard(s) 0 of 2" in processes[0].log
@@ -318,3 +308,14 @@ async def test_two_processes_one_shard_each_answer_each_server_once(
         for bot in processes:
             bot.kill()
         await emu.stop()
+
+
+def test_about_keeps_a_long_list_of_shards_or_servers_within_discords_field_limit() -> None:
+    from cogs.about import FIELD_LIMIT, _field
+
+    lines = [f"`{i}` in, 2/32 in flight, 1234 served, 0 failure(s)" for i in range(200)]
+    shown = _field(lines)
+    assert len(shown) <= FIELD_LIMIT and shown.endswith("more")
+    kept = shown.splitlines()[:-1]
+    assert kept == lines[: len(kept)] and shown.splitlines()[-1] == f"… and {200 - len(kept)} more"
+    assert _field(lines[:3]) == "\n".join(lines[:3])  # a short list whole

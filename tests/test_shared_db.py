@@ -10,7 +10,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import asyncpg
@@ -101,14 +100,19 @@ async def test_a_locked_postgres_database_is_retried_then_refused(postgres_url: 
             assert "busy" in busy.value.user_message
             assert store.busy_retries == Store.BUSY_RETRIES
             assert await store.get_scope_settings("guild", 1) == {}
-            loop = asyncio.get_running_loop()
-            # released while the store retries
-            threading.Timer(
-                0.1, lambda: asyncio.run_coroutine_threadsafe(other.execute("ROLLBACK"), loop)
-            ).start()
-            await store.set_setting("guild", 1, "mode", "chat")
-            assert await store.get_scope_settings("guild", 1) == {"mode": "chat"}
-            assert not store._db.in_transaction
+
+            async def release() -> None:
+                await asyncio.sleep(0.1)
+                await other.execute("ROLLBACK")
+
+            # a patient writer (a long lock wait, so a slow machine cannot make it give up)
+            # gets the lock once the other writer lets go
+            async with Store.open(postgres_url, busy_timeout_ms=60_000) as patient:
+                released = asyncio.create_task(release())
+                await patient.set_setting("guild", 1, "mode", "chat")
+                await released
+                assert await store.get_scope_settings("guild", 1) == {"mode": "chat"}
+                assert not patient._db.in_transaction
         finally:
             await other.close()
 
@@ -185,6 +189,10 @@ def test_placeholders_and_redaction() -> None:
     assert placeholders("SELECT 'it''s ?', ?") == "SELECT 'it''s ?', $1"
     assert redacted("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redacted("postgresql://h/db") == "postgresql://h/db"
+    # libpq and asyncpg also read a password from the query
+    assert redacted("postgresql://u@h/db?password=s3cret&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
 
 
 async def _cut(store: Store, url: str) -> None:

