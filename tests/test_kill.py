@@ -22,7 +22,7 @@ from emulator import Emulator, Interaction
 from tests.test_process import TOKEN, BotProcess, bot_env
 
 pytestmark = pytest.mark.slow
-KILLS = int(os.environ.get("KILLS", "3"))
+KILLS = int(os.environ.get("KILLS", "2"))
 
 
 async def test_sigkill_during_writes_loses_nothing_acknowledged(

@@ -31,7 +31,7 @@ from tests.test_process import TOKEN, BotProcess, bot_env
 
 pytestmark = pytest.mark.slow
 WAIT = 300
-KILLS = int(os.environ.get("KILLS", "3"))  # 20 in `make stress`
+KILLS = int(os.environ.get("KILLS", "2"))  # 20 in `make stress`
 NOTES = (TOO_OLD, LOST, GAVE_UP.split("{")[0])
 
 
