@@ -90,9 +90,8 @@ class Settings:
 
     @property
     def database(self) -> str | Path:
-        """What `Store.open` opens: `DATABASE_URL` if set, else the file at `DATABASE_PATH`."""
-        if self.database_url and self.database_url.startswith("sqlite:///"):
-            return Path(self.database_url.removeprefix("sqlite:///"))
+        """What `Store.open` opens: `DATABASE_URL` if set (the store reads a `sqlite:///path`
+        itself), else the file at `DATABASE_PATH`."""
         return self.database_url or self.database_path
 
     @property

@@ -159,7 +159,7 @@ async def running_bot(
             "DISCORD_TOKEN": emu.token,
             "SYNC_COMMANDS": "global",
             "USER_REQUESTS_PER_MINUTE": "0",
-            "MAX_NEW_TOKENS": "96",
+            "MAX_NEW_TOKENS": "64",
         },
         dotenv_path=None,
     )

@@ -259,6 +259,7 @@ def assert_art_critique(world: World, message: Message, title: str) -> None:
 @pytest.mark.slow
 async def test_critique_an_image_by_command_menu_and_mention(world: World) -> None:
     emu = world.emu
+    asked_before = len(emu.requests)  # the world is shared: count only this test's requests
     by_command = await emu.slash(
         world.alice,
         world.channel,
@@ -317,7 +318,7 @@ async def test_critique_an_image_by_command_menu_and_mention(world: World) -> No
     assert any("low-key" in d and "evenly spread" in d for d in shown)  # the night picture
     assert any("lower-right thirds point" in d for d in shown)  # the sketch replied to
     # only the attachment host was asked for files: never a URL from a message's text
-    fetched = [path for method, path in emu.requests if path.startswith("/files/")]
+    fetched = [p for _method, p in emu.requests[asked_before:] if p.startswith("/files/")]
     assert len(fetched) == 4
     assert emu.errors == []
 

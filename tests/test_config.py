@@ -166,7 +166,7 @@ def test_database_url_chooses_the_backend_and_hides_its_password() -> None:
     socket = "postgresql://postgres:@/llmos?host=/run/postgresql"  # a Unix socket
     assert load_settings({"DATABASE_URL": socket}, dotenv_path=None).database == socket
     lite = load_settings({"DATABASE_URL": "sqlite:///var/llmos.db"}, dotenv_path=None)
-    assert lite.database == Path("var/llmos.db")
+    assert lite.database == "sqlite:///var/llmos.db"
     assert load_settings({"DATABASE_URL": ""}, dotenv_path=None).database_url is None
     for bad in ("mysql://h/db", "postgresql://h", "postgresql://u:pw@/db", "sqlite:///"):
         with pytest.raises(ConfigError, match=r"DATABASE_URL=.* is not valid") as refused:

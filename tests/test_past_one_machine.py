@@ -16,7 +16,7 @@ from bot.preferences import Preferences
 from bot.store import Store
 from emulator import Emulator, Message
 from tests.conftest import settled
-from tests.test_pool import Served
+from tests.servers import Served
 from tests.test_process import TOKEN, BotProcess, start_bot
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ FAILURES = [
 async def test_two_shards_one_database_a_pool_losing_a_server_answer_everything_once(
     tiny_model_dir: Path, postgres_url: str, tmp_path: Path
 ) -> None:
-    servers = [Served(tiny_model_dir) for _ in range(3)]
+    servers = [Served(tiny_model_dir, threads=1) for _ in range(3)]
     emu = await Emulator(token=TOKEN, shards=2).start()
     bots: list[BotProcess] = []
     try:

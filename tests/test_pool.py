@@ -8,16 +8,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -31,7 +26,7 @@ from bot.generation.types import (
     SamplingParams,
 )
 from bot.prompts import poem_prompt
-from tests.vision_fixtures import free_port
+from tests.servers import Served
 
 TOPICS = [
     "autumn rain",
@@ -65,65 +60,11 @@ async def until(condition: Callable[[], bool], what: str, limit: float = 60.0) -
 # -- real servers --------------------------------------------------------------------------------
 
 
-class Served:
-    """A `transformers serve` process on a fixed loopback port, which a test may kill and
-    start again on the same port."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        exe = Path(sys.executable).with_name("transformers")
-        # Its log goes to a file, not a pipe: a pipe nobody reads would stall a chatty server.
-        if self.log is not None:
-            self.log.close()
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open across calls; see stop)
-        self.proc = subprocess.Popen(
-            [str(exe), "serve", str(self.folder), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            # three servers on a small machine: one thread each, not one per core each
-            env=os.environ | {"OMP_NUM_THREADS": "1"},
-        )
-
-    def wait_ready(self, limit: float = 120) -> None:
-        assert self.proc is not None and self.log is not None
-        deadline = time.monotonic() + limit
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.log.seek(0)
-                    raise RuntimeError(self.log.read().decode(errors="replace")) from None
-                time.sleep(0.2)
-
-    def kill(self) -> None:
-        """SIGKILL: no goodbye to anyone."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-
-    def wait_stopped(self) -> None:
-        if self.proc is not None:
-            self.proc.wait(10)
-        if self.log is not None:
-            self.log.close()
-
-
 @pytest.fixture(scope="module")
 def three(tiny_model_dir: Path) -> Iterator[list[Served]]:
     """Three `transformers serve` processes with the tiny model, started together."""
-    servers = [Served(tiny_model_dir) for _ in range(3)]
+    # three servers on a small machine: one thread each, not one per core each
+    servers = [Served(tiny_model_dir, threads=1) for _ in range(3)]
     try:
         for server in servers:
             server.start()

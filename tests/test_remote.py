@@ -23,11 +23,12 @@ from bot.generation.remote import OpenAIEngine, prompt_text
 from bot.generation.types import (
     EngineFailure,
     GenerationCancelled,
+    GenerationError,
     GenerationRequest,
     SamplingParams,
 )
 from bot.prompts import poem_prompt
-from tests.vision_fixtures import free_port, serving
+from tests.servers import free_port, serving
 
 
 @pytest.fixture(scope="module")
@@ -171,12 +172,17 @@ class StandIn:
 
 @contextlib.asynccontextmanager
 async def stand_in(
-    answers: dict[str, Any], *, strict: bool = False, usage: bool = True
+    answers: dict[str, Any],
+    *,
+    strict: bool = False,
+    usage: bool = True,
+    refuse: str | None = None,
 ) -> AsyncIterator[StandIn]:
     """Serve `answers` (GET path -> JSON; any other GET is a 404) and a streaming
     /v1/chat/completions that writes "one two three" and stops for length. `strict`: a body
     field OpenAI's API does not know is refused with 400, naming it. `usage`: a usage chunk
-    (77 prompt tokens, 3 completion tokens) ends the stream when the body asks for it."""
+    (77 prompt tokens, 3 completion tokens) ends the stream when the body asks for it.
+    `refuse`: every chat request is refused with 400 and this message."""
     state = StandIn()
 
     async def get(request: web.Request) -> web.Response:
@@ -188,6 +194,8 @@ async def stand_in(
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         state.bodies.append(body)
+        if refuse is not None:
+            return web.json_response({"error": {"message": refuse}}, status=400)
         unknown = sorted(set(body) - OPENAI_FIELDS)
         if strict and unknown:
             message = f"Unrecognized request argument supplied: {unknown[0]}"
@@ -316,3 +324,18 @@ async def test_a_configured_dialect_sends_no_probe() -> None:
         await run_twice(remote)
     assert server.gets == []
     assert all(body["repeat_penalty"] == 1.3 for body in server.bodies)
+
+
+async def test_a_value_the_server_refuses_keeps_its_field_and_fails_politely() -> None:
+    """A 400 that names a field but not as unknown (its value is out of range) is not a reason
+    to stop sending the field: the request fails, and the next one sends it again."""
+    refusal = "repeat_penalty: Input should be less than or equal to 1.25"
+    async with stand_in(LLAMA_SERVER, refuse=refusal) as server:
+        remote = OpenAIEngine(server.url, "m")
+        async with GenerationQueue(remote, max_pending_per_user=10) as queue:
+            for topic in ("rain", "snow"):
+                with pytest.raises(GenerationError) as failed:
+                    await queue.submit(req(1, topic, **SAMPLING)).result()
+                assert "less than or equal" not in failed.value.user_message
+    assert remote.dropped == set()
+    assert [body["repeat_penalty"] for body in server.bodies] == [1.3, 1.3]

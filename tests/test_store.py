@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import load_settings
 from bot.store import MigrationError, NewGeneration, Store
 from bot.store.errors import IntegrityError
 from bot.store.migrator import MIGRATIONS_DIR, POSTGRES_MIGRATIONS_DIR, discover
@@ -238,6 +239,14 @@ async def test_database_file_is_private(tmp_path: Path) -> None:
     async with Store.open(tmp_path / "db.sqlite3"):
         pass
     assert stat.S_IMODE(os.stat(tmp_path / "db.sqlite3").st_mode) == 0o600
+
+
+async def test_a_sqlite_url_opens_its_file(tmp_path: Path) -> None:
+    """`DATABASE_URL=sqlite:///path` reaches the store as it is written."""
+    settings = load_settings({"DATABASE_URL": f"sqlite:///{tmp_path}/url.db"}, dotenv_path=None)
+    async with Store.open(settings.database) as store:
+        assert (await store.fetchall("SELECT 1"))[0][0] == 1
+    assert stat.S_IMODE(os.stat(tmp_path / "url.db").st_mode) == 0o600
 
 
 async def test_upgrading_twice_changes_nothing(db_target: str | Path) -> None:

@@ -29,11 +29,11 @@ from bot.generation.types import (
     SamplingParams,
 )
 from bot.generation.vision import UnusableImage, VisionEngine, load_vision_model
+from tests.servers import serving
 from tests.vision_fixtures import (
     build_tiny_vlm,
     jpeg_bytes,
     png_bytes,
-    serving,
     smollm2_tokenizer,
 )
 

@@ -9,16 +9,8 @@ serve`) load it like the real thing. Its weights are random: it writes nonsense.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,39 +144,3 @@ def _image_bytes(width: int, height: int, color: tuple[int, int, int], fmt: str)
     out = io.BytesIO()
     image.save(out, format=fmt)
     return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(folder: Path, *, start_timeout: float = 90) -> Iterator[str]:
-    """`transformers serve` with the model in `folder` preloaded, on loopback; yields its /v1
-    base URL and stops the server after."""
-    port = free_port()
-    exe = Path(sys.executable).with_name("transformers")
-    # Its log goes to a file, not a pipe: a pipe nobody reads would stall a chatty server.
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            [str(exe), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            deadline = time.monotonic() + start_timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                        break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(log.read().decode(errors="replace")) from None
-                    time.sleep(0.3)
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            proc.terminate()
-            proc.wait(10)

@@ -128,10 +128,8 @@ class OpenAIEngine(Engine):
         A server that did not answer is spoken to in plain OpenAI and probed again only after
         `REPROBE_SECONDS`: calls waiting on the lock must not each pay a probe's timeouts."""
         with self._probe_lock:
-            if self.dialect is None and time.monotonic() >= self._next_probe:
-                self.dialect = asyncio.run(self._probe())
-                if self.dialect is None:
-                    self._next_probe = time.monotonic() + REPROBE_SECONDS
+            if self._due():
+                self._probed(asyncio.run(self._probe()))
             return self.dialect or DIALECTS[FALLBACK]
 
     async def settled_dialect(self) -> Dialect:
@@ -140,11 +138,19 @@ class OpenAIEngine(Engine):
         if self._probe_alock is None:
             self._probe_alock = asyncio.Lock()
         async with self._probe_alock:
-            if self.dialect is None and time.monotonic() >= self._next_probe:
-                self.dialect = await self._probe()
-                if self.dialect is None:
-                    self._next_probe = time.monotonic() + REPROBE_SECONDS
+            if self._due():
+                self._probed(await self._probe())
             return self.dialect or DIALECTS[FALLBACK]
+
+    def _due(self) -> bool:
+        """Whether the server is to be probed now (under one of the probe locks)."""
+        return self.dialect is None and time.monotonic() >= self._next_probe
+
+    def _probed(self, dialect: Dialect | None) -> None:
+        """Keep a probe's answer; None (no answer) waits `REPROBE_SECONDS` for the next."""
+        self.dialect = dialect
+        if dialect is None:
+            self._next_probe = time.monotonic() + REPROBE_SECONDS
 
     def probe_again(self) -> None:
         """Let the next request probe a server that did not answer before (it is back)."""

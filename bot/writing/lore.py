@@ -51,17 +51,16 @@ class Worlds:
         story: StoryRecord,
         request: str = "",
         *,
-        recent: list[str] | None = None,
         first: Iterable[LoreEntry] = (),
     ) -> Selection:
         """The story's lore for its next part (or recap): keys found in its last parts or in
         `request`; `first` ahead of everything."""
         if self.entries_budget <= 0:
             return NOTHING
-        if recent is None:
-            parts = await self.stories.segments(story.id)
-            recent = [p.text for p in parts[-self.depth :]] if self.depth else []
-        scan = "\n".join([*(recent[-self.depth :] if self.depth else []), request])
+        recent: list[str] = []
+        if self.depth:
+            recent = [p.text for p in (await self.stories.segments(story.id))[-self.depth :]]
+        scan = "\n".join([*recent, request])
         book = await self.lore.book("story", story.id)
         return book.select(scan, self.entries_budget, self.count, first=first)
 

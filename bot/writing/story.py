@@ -17,8 +17,8 @@ each time.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 from bot.generation.queue import GenerationQueue
@@ -29,7 +29,7 @@ from bot.generation.types import (
     Prompt,
     SamplingParams,
 )
-from bot.lore.select import render
+from bot.lore.select import render, words
 from bot.prompts import clean_output
 from bot.prompts.story import (
     LENGTHS,
@@ -45,10 +45,6 @@ from bot.writing.lore import Worlds
 from bot.writing.run import Answered, Task, Where
 
 log = logging.getLogger(__name__)
-
-
-def _gist(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.casefold()))
 
 
 def _segment_text(segment: SegmentRecord) -> str:
@@ -95,29 +91,35 @@ class StoryContext:
         less `reserve` tokens (the lore and the author's note)."""
         segments = await self.stories.segments(story.id, after=story.summary_upto)
         texts = [_segment_text(s) for s in segments]
-        fixed = self.count(story_header(story)) + reserve
-        summary = self.count(story.summary)
-        recent = _newest_that_fit(texts, self.budget - fixed - summary, self.count)
+        # each part is tokenised once, however many times the window and the fold weigh it
+        count = functools.cache(self.count)
+        fixed = count(story_header(story)) + reserve
+        summary = count(story.summary)
+        recent = _newest_that_fit(texts, self.budget - fixed - summary, count)
         if len(recent) < len(texts):
             # overflowing: fold down to KEEP of the room the parts have (after the header, the
             # lore and note, and a summary that may grow to SUMMARY_TOKENS: else the next turn
             # would fold again); the newest part stays in view even when it alone is longer
             room = self.keep * (self.budget - fixed - max(summary, SUMMARY_TOKENS))
-            recent = _newest_that_fit(texts, room, self.count) or texts[-1:]
+            recent = _newest_that_fit(texts, room, count) or texts[-1:]
         older = segments[: len(segments) - len(recent)]
         if older:
-            story = await self._fold(story, older, user_id)
+            story = await self._fold(story, older, user_id, count)
         return story, recent
 
     async def _fold(
-        self, story: StoryRecord, older: list[SegmentRecord], user_id: int
+        self,
+        story: StoryRecord,
+        older: list[SegmentRecord],
+        user_id: int,
+        count: Callable[[str], int],
     ) -> StoryRecord:
         """Fold `older` segments into the rolling summary, a chunk at a time, and store it."""
         limit = max(200, self.budget // 2)
         chunks: list[list[SegmentRecord]] = [[]]
         chunk_tokens = 0
         for segment in older:
-            tokens = self.count(_segment_text(segment))
+            tokens = count(_segment_text(segment))
             if chunks[-1] and chunk_tokens + tokens > limit:
                 chunks.append([])
                 chunk_tokens = 0
@@ -270,7 +272,8 @@ class StoryWriter:
         handles = [
             self.services.queue.submit(GenerationRequest(user_id, prompt, params, adapter=adapter))
         ]
-        seen = {_gist(t) for t in taken}
+        # a direction that differs only in case or punctuation is the same direction
+        seen = {tuple(words(t)) for t in taken}
         found: list[str] = []
         try:
             handles += [
@@ -286,8 +289,8 @@ class StoryWriter:
                 except GenerationError as error:
                     log.info("story %s: a direction draft failed (%r)", story.id, error)
                     continue
-                if text and _gist(text) not in seen:
-                    seen.add(_gist(text))
+                if text and tuple(words(text)) not in seen:
+                    seen.add(tuple(words(text)))
                     found.append(text)
                 if len(found) == count:
                     break
